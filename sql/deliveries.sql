@@ -1,0 +1,187 @@
+-- The outbox's life cycle in SQL: claim, requeue, cleanup, counts.
+-- Settling an attempt is Rust (src/settle.rs): it needs the retry rules of src/outcome.rs.
+
+-- Claim due deliveries with a lease. Shared by get_ready_deliveries() and the
+-- worker, which also passes the endpoints it has enough in flight for and a
+-- per-endpoint cap. Admission mirrors the circuit breaker (src/circuit.rs):
+-- closed endpoints admit up to the cap, an open one admits one probe once
+-- circuit_open_seconds have passed (and is marked half_open), a half_open one
+-- admits another probe only if the first one's lease ran out.
+CREATE FUNCTION _claim(
+    p_limit integer,
+    p_lease interval,
+    p_exclude bigint[] DEFAULT '{}',
+    p_per_endpoint integer DEFAULT 2147483647
+) RETURNS SETOF deliveries
+LANGUAGE sql VOLATILE
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+    WITH gate AS (
+        SELECT e.id AS endpoint_id, h.circuit_state <> 'closed' AS probing
+        FROM endpoints e
+        JOIN health_metrics h ON h.webhook_id = e.id
+        WHERE e.enabled
+          AND current_setting('webhook_outbox.mode') = 'on'
+          AND NOT e.id = ANY (p_exclude)
+          AND (h.circuit_state = 'closed'
+               OR (h.circuit_state = 'open'
+                   AND h.circuit_opened_at + current_setting('webhook_outbox.circuit_open_seconds')::interval <= now())
+               OR (h.circuit_state = 'half_open' AND h.circuit_probe_at + p_lease <= now()))
+    ), due AS (
+        SELECT d.id, d.endpoint_id, d.next_attempt_at AS at
+        FROM deliveries d
+        WHERE d.status IN ('pending', 'retry')
+          AND d.next_attempt_at <= now()
+          AND d.endpoint_id IN (SELECT endpoint_id FROM gate)
+        ORDER BY d.next_attempt_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        SELECT d.id, d.endpoint_id, d.locked_until AS at
+        FROM deliveries d
+        WHERE d.status = 'sending'
+          AND d.locked_until <= now()
+          AND d.endpoint_id IN (SELECT endpoint_id FROM gate)
+        ORDER BY d.locked_until
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), ranked AS (
+        SELECT c.id, c.endpoint_id, c.at, g.probing,
+               row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.at, c.id) AS rn
+        FROM (SELECT * FROM expired UNION ALL SELECT * FROM due) c
+        JOIN gate g USING (endpoint_id)
+    ), chosen AS (
+        SELECT id, endpoint_id, probing
+        FROM ranked
+        WHERE rn <= CASE WHEN probing THEN 1 ELSE p_per_endpoint END
+        ORDER BY at, id
+        LIMIT p_limit
+    ), probes AS (
+        UPDATE health_metrics h
+        SET circuit_state = 'half_open', circuit_probe_at = now(), updated_at = now()
+        WHERE h.webhook_id IN (SELECT endpoint_id FROM chosen WHERE probing)
+    )
+    UPDATE deliveries d
+    SET status = 'sending',
+        locked_until = now() + p_lease,
+        attempt_count = d.attempt_count + 1
+    FROM chosen c
+    WHERE d.id = c.id
+    RETURNING d.*
+$$;
+COMMENT ON FUNCTION _claim(integer, interval, bigint[], integer) IS 'Internal: the claim shared by get_ready_deliveries() and the worker.';
+
+CREATE FUNCTION get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '30 seconds')
+RETURNS SETOF deliveries
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1, got %', batch_size
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, got %', lease
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the time a delivery stays reserved for you, e.g. ''30 seconds''.';
+    END IF;
+    RETURN QUERY SELECT * FROM _claim(batch_size, lease);
+END
+$$;
+COMMENT ON FUNCTION get_ready_deliveries(integer, interval) IS
+'Claim up to batch_size due deliveries (pending, retry, or sending with an expired lease) for an external worker: '
+'they become sending until the lease ends. Skips disabled endpoints and open circuits. Report each result with record_attempt().';
+
+CREATE FUNCTION requeue_dead(max_rows integer DEFAULT 100, endpoint_id bigint DEFAULT NULL, dry_run boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be at least 1, got %', coalesce(max_rows::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF dry_run THEN
+        SELECT count(*) INTO n FROM (
+            SELECT 1 FROM deliveries d
+            WHERE d.status = 'dead' AND (requeue_dead.endpoint_id IS NULL OR d.endpoint_id = requeue_dead.endpoint_id)
+            LIMIT max_rows) s;
+        RETURN n;
+    END IF;
+    WITH picked AS (
+        SELECT d.id FROM deliveries d
+        WHERE d.status = 'dead' AND (requeue_dead.endpoint_id IS NULL OR d.endpoint_id = requeue_dead.endpoint_id)
+        ORDER BY d.dead_at
+        LIMIT max_rows
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE deliveries d
+    SET status = 'pending', attempt_count = 0, next_attempt_at = now(), locked_until = NULL,
+        last_status_code = NULL, last_error = NULL, dead_at = NULL
+    FROM picked WHERE d.id = picked.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION requeue_dead(integer, bigint, boolean) IS
+'Move up to max_rows dead deliveries (oldest first, optionally of one endpoint) back to pending with attempts and errors reset; '
+'payload and event_id are kept. dry_run counts without changing anything.';
+
+CREATE FUNCTION cleanup(
+    sent_older_than interval DEFAULT '14 days',
+    shadow_older_than interval DEFAULT '7 days',
+    dead_older_than interval DEFAULT '30 days',
+    dry_run boolean DEFAULT false
+) RETURNS TABLE (status text, deleted bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+DECLARE
+    age_column text;
+    cutoff timestamptz;
+BEGIN
+    IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL THEN
+        RAISE EXCEPTION 'cleanup needs an age for each status'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Use a very long interval to keep a status, e.g. ''100 years''.';
+    END IF;
+    -- Each status ages by its own column, the key of its partial index.
+    FOR status, age_column, cutoff IN VALUES ('sent', 'sent_at', now() - sent_older_than),
+                                             ('shadow', 'created_at', now() - shadow_older_than),
+                                             ('dead', 'dead_at', now() - dead_older_than)
+    LOOP
+        IF dry_run THEN
+            EXECUTE format('SELECT count(*) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', age_column)
+                INTO deleted USING status, cutoff;
+        ELSE
+            EXECUTE format($q$
+                WITH gone AS (
+                    DELETE FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2 RETURNING id
+                ), gone_attempts AS (
+                    DELETE FROM webhook_outbox.attempts WHERE delivery_id IN (SELECT id FROM gone)
+                )
+                SELECT count(*) FROM gone$q$, age_column)
+                INTO deleted USING status, cutoff;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cleanup(interval, interval, interval, boolean) IS
+'Delete sent, shadow and dead deliveries (and their attempts) older than the given ages; returns the count per status. dry_run only counts.';
+
+CREATE FUNCTION count_pending_by_status()
+RETURNS TABLE (status text, count bigint, oldest timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+    SELECT d.status, count(*), min(d.created_at)
+    FROM deliveries d
+    WHERE d.status IN ('pending', 'sending', 'retry', 'shadow')
+    GROUP BY d.status
+    ORDER BY d.status
+$$;
+COMMENT ON FUNCTION count_pending_by_status() IS 'Unfinished deliveries per status, with the creation time of the oldest.';

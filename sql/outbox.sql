@@ -1,0 +1,120 @@
+-- Putting events into the outbox: enqueue (one endpoint) and emit (fan-out).
+-- Both write in the caller's transaction, so an event exists iff it commits.
+
+CREATE FUNCTION _check_event(event_type text, payload jsonb) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+DECLARE
+    size bigint;
+    max_size bigint := current_setting('webhook_outbox.max_payload_bytes')::bigint;
+BEGIN
+    IF event_type IS NULL OR btrim(event_type) = '' THEN
+        RAISE EXCEPTION 'event_type must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the event, e.g. ''order.paid''.';
+    END IF;
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'payload must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Send ''{}''::jsonb for an event without data.';
+    END IF;
+    size := octet_length(payload::text);
+    IF size > max_size THEN
+        RAISE EXCEPTION 'payload of % bytes exceeds webhook_outbox.max_payload_bytes (%)', size, max_size
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Send a reference to the document instead, or raise webhook_outbox.max_payload_bytes.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION enqueue(
+    endpoint_id bigint,
+    event_type text,
+    payload jsonb,
+    event_id text DEFAULT NULL,
+    subject_id text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    mode text := current_setting('webhook_outbox.mode');
+    key text := coalesce(enqueue.event_id, gen_random_uuid()::text);
+    id bigint;
+BEGIN
+    IF enqueue.endpoint_id IS NULL THEN
+        RAISE EXCEPTION 'endpoint_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM _check_event(enqueue.event_type, enqueue.payload);
+    IF mode = 'off' THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO deliveries AS d (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts)
+    SELECT e.id, key, enqueue.event_type, enqueue.payload, enqueue.subject_id,
+           CASE mode WHEN 'shadow' THEN 'shadow' ELSE 'pending' END,
+           coalesce(e.max_attempts, current_setting('webhook_outbox.max_attempts')::integer)
+    FROM endpoints e
+    WHERE e.id = enqueue.endpoint_id
+    ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
+    RETURNING d.id INTO id;
+    IF id IS NULL THEN
+        SELECT d.id INTO id FROM deliveries d WHERE d.endpoint_id = enqueue.endpoint_id AND d.event_id = key;
+    END IF;
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'endpoint % does not exist', enqueue.endpoint_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with webhook_outbox.create_endpoint(url).';
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION enqueue(bigint, text, jsonb, text, text) IS
+'Queue one event for one endpoint in the current transaction; returns the delivery id. '
+'A repeated (endpoint_id, event_id) creates nothing and returns the existing id. mode=off: returns NULL; mode=shadow: recorded, never sent.';
+
+CREATE FUNCTION emit(
+    event_type text,
+    payload jsonb,
+    event_id text DEFAULT NULL,
+    subject_id text DEFAULT NULL
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    mode text := current_setting('webhook_outbox.mode');
+    key text := coalesce(emit.event_id, gen_random_uuid()::text);
+    created integer;
+BEGIN
+    PERFORM _check_event(emit.event_type, emit.payload);
+    IF mode = 'off' THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO deliveries (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts)
+    SELECT e.id, key, emit.event_type, emit.payload, emit.subject_id,
+           CASE mode WHEN 'shadow' THEN 'shadow' ELSE 'pending' END,
+           coalesce(e.max_attempts, current_setting('webhook_outbox.max_attempts')::integer)
+    FROM endpoints e
+    WHERE e.enabled AND (e.event_types IS NULL OR emit.event_type = ANY (e.event_types))
+    ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING;
+    GET DIAGNOSTICS created = ROW_COUNT;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION emit(text, jsonb, text, text) IS
+'Queue an event for every enabled endpoint subscribed to event_type, in the current transaction; returns rows created. '
+'One event_id (generated when NULL) for all endpoints. Safe to call from a trigger.';
+
+-- Wake the worker when a transaction that queued (or requeued) deliveries commits.
+CREATE FUNCTION _wake_trigger() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM _wake_at_commit();
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER deliveries_wake_worker
+AFTER INSERT OR UPDATE OF status ON deliveries
+FOR EACH STATEMENT EXECUTE FUNCTION _wake_trigger();

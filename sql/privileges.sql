@@ -1,0 +1,6 @@
+-- Loaded last. PUBLIC gets nothing: grant what each role needs (README, "Privileges").
+-- The API functions are SECURITY DEFINER with a fixed search_path, so EXECUTE
+-- on them is the whole capability; roles need no rights on the tables.
+REVOKE ALL ON ALL TABLES IN SCHEMA webhook_outbox FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA webhook_outbox FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook_outbox FROM PUBLIC;

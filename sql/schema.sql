@@ -1,0 +1,94 @@
+-- Tables of webhook_outbox. Loaded first (bootstrap): the Rust functions
+-- return these row types.
+
+CREATE TABLE endpoints (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name            text UNIQUE,
+    url             text NOT NULL,
+    secret          text NOT NULL,
+    event_types     text[],
+    headers         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(headers) = 'object'),
+    enabled         boolean NOT NULL DEFAULT true,
+    rate_limit_rps  double precision CHECK (rate_limit_rps >= 0),
+    max_attempts    integer CHECK (max_attempts BETWEEN 1 AND 100),
+    disabled_reason text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE endpoints IS 'Webhook receivers. id is the webhook id; secret signs every request (Standard Webhooks).';
+COMMENT ON COLUMN endpoints.secret IS 'whsec_ + base64 key; never exposed by the v_ views.';
+COMMENT ON COLUMN endpoints.event_types IS 'Event types emit() sends here; NULL = all.';
+COMMENT ON COLUMN endpoints.headers IS 'Extra request headers, {"name": "value"}.';
+COMMENT ON COLUMN endpoints.rate_limit_rps IS 'Requests per second; NULL = webhook_outbox.rate_limit_rps, 0 = unlimited.';
+COMMENT ON COLUMN endpoints.max_attempts IS 'Attempts before dead; NULL = webhook_outbox.max_attempts.';
+
+CREATE TABLE deliveries (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint_id      bigint NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
+    event_id         text NOT NULL,
+    event_type       text NOT NULL,
+    payload          jsonb NOT NULL,
+    subject_id       text,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('shadow', 'pending', 'sending', 'retry', 'sent', 'dead')),
+    attempt_count    integer NOT NULL DEFAULT 0,
+    max_attempts     integer NOT NULL,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    locked_until     timestamptz,
+    last_status_code integer,
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    sent_at          timestamptz,
+    dead_at          timestamptz,
+    UNIQUE (endpoint_id, event_id)
+);
+-- Partial indexes: a status change only touches the index of the new status,
+-- and claiming reads the due rows in order without scanning history.
+CREATE INDEX deliveries_due_idx ON deliveries (next_attempt_at) WHERE status IN ('pending', 'retry');
+CREATE INDEX deliveries_leased_idx ON deliveries (locked_until) WHERE status = 'sending';
+CREATE INDEX deliveries_sent_idx ON deliveries (sent_at) WHERE status = 'sent';
+CREATE INDEX deliveries_dead_idx ON deliveries (dead_at) WHERE status = 'dead';
+CREATE INDEX deliveries_shadow_idx ON deliveries (created_at) WHERE status = 'shadow';
+COMMENT ON TABLE deliveries IS 'The outbox: one row per (endpoint, event). Written in the caller''s transaction; delivered by the worker.';
+COMMENT ON COLUMN deliveries.event_id IS 'Idempotency key, unique per endpoint; sent as webhook-id.';
+COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | sending (leased until locked_until) | retry | sent | dead.';
+COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts one.';
+
+CREATE TABLE attempts (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery_id   bigint NOT NULL,
+    endpoint_id   bigint NOT NULL,
+    attempt_no    integer NOT NULL,
+    attempted_at  timestamptz NOT NULL DEFAULT now(),
+    duration_ms   integer,
+    status_code   integer,
+    error         text,
+    response_body text
+);
+-- No foreign key: a per-row RI check would cost more than the insert; cleanup() removes them with their delivery.
+CREATE INDEX attempts_delivery_idx ON attempts (delivery_id);
+CREATE INDEX attempts_time_idx ON attempts (attempted_at);
+COMMENT ON TABLE attempts IS 'One row per HTTP attempt: when, how long, status or error, first bytes of the response.';
+
+CREATE TABLE health_metrics (
+    webhook_id            bigint PRIMARY KEY REFERENCES endpoints (id) ON DELETE CASCADE,
+    total_deliveries      bigint NOT NULL DEFAULT 0,
+    successful_deliveries bigint NOT NULL DEFAULT 0,
+    failed_deliveries     bigint NOT NULL DEFAULT 0,
+    consecutive_failures  integer NOT NULL DEFAULT 0,
+    avg_response_time_ms  double precision,
+    last_status_code      integer,
+    last_success_at       timestamptz,
+    last_failure_at       timestamptz,
+    last_error            text,
+    health_status         text NOT NULL DEFAULT 'healthy'
+                          CHECK (health_status IN ('healthy', 'degraded', 'unavailable')),
+    circuit_state         text NOT NULL DEFAULT 'closed'
+                          CHECK (circuit_state IN ('closed', 'open', 'half_open')),
+    circuit_opened_at     timestamptz,
+    circuit_probe_at      timestamptz,
+    updated_at            timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE health_metrics IS 'Per endpoint: counters, EWMA response time, health status and circuit breaker state.';
+COMMENT ON COLUMN health_metrics.avg_response_time_ms IS 'Exponentially weighted moving average (alpha 0.2).';
+COMMENT ON COLUMN health_metrics.circuit_state IS 'closed: deliveries flow. open: none until circuit_open_seconds pass. half_open: one probe in flight.';

@@ -1,0 +1,89 @@
+-- Operator views, read in psql. None exposes endpoints.secret: a role granted
+-- only these views cannot read signing secrets.
+
+CREATE VIEW v_queue_status AS
+SELECT d.status,
+       count(*)                                    AS count,
+       min(d.created_at)                           AS oldest_created_at,
+       date_trunc('second', now() - min(d.created_at)) AS oldest_age,
+       min(d.next_attempt_at) FILTER (WHERE d.status IN ('pending', 'retry')) AS next_attempt_at
+FROM deliveries d
+GROUP BY d.status
+ORDER BY array_position(ARRAY['pending', 'retry', 'sending', 'shadow', 'dead', 'sent'], d.status);
+COMMENT ON VIEW v_queue_status IS 'Deliveries per status: count and age of the oldest.';
+
+CREATE VIEW v_webhook_health_dashboard AS
+SELECT e.id                                        AS webhook_id,
+       e.name,
+       e.url,
+       e.enabled,
+       h.health_status,
+       h.circuit_state,
+       h.circuit_opened_at,
+       h.total_deliveries,
+       h.successful_deliveries,
+       h.failed_deliveries,
+       round(100.0 * h.successful_deliveries / nullif(h.total_deliveries, 0), 2) AS success_rate_pct,
+       round(h.avg_response_time_ms::numeric, 1)   AS avg_response_time_ms,
+       h.consecutive_failures,
+       coalesce(q.pending, 0)                      AS pending,
+       coalesce(q.retry, 0)                        AS retry,
+       coalesce(q.sending, 0)                      AS sending,
+       coalesce(q.dead, 0)                         AS dead,
+       h.last_success_at,
+       h.last_failure_at,
+       h.last_error
+FROM endpoints e
+JOIN health_metrics h ON h.webhook_id = e.id
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'retry')   AS retry,
+           count(*) FILTER (WHERE d.status = 'sending') AS sending,
+           count(*) FILTER (WHERE d.status = 'dead')    AS dead
+    FROM deliveries d
+    WHERE d.endpoint_id = e.id AND d.status IN ('pending', 'retry', 'sending', 'dead')
+) q ON true
+ORDER BY e.id;
+COMMENT ON VIEW v_webhook_health_dashboard IS 'Per endpoint: health, circuit, success rate, average response time, queue counts, last error.';
+
+CREATE VIEW v_degraded_webhooks AS
+SELECT *
+FROM v_webhook_health_dashboard
+WHERE health_status <> 'healthy' OR circuit_state <> 'closed' OR NOT enabled
+ORDER BY CASE health_status WHEN 'unavailable' THEN 0 WHEN 'degraded' THEN 1 ELSE 2 END, consecutive_failures DESC;
+COMMENT ON VIEW v_degraded_webhooks IS 'Endpoints that are degraded, unavailable, circuit-broken or disabled, worst first.';
+
+CREATE VIEW v_webhook_performance AS
+SELECT e.id AS webhook_id,
+       e.name,
+       w.window_name AS "window",
+       count(a.id)                                                  AS attempts,
+       count(a.id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS successes,
+       round(100.0 * count(a.id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) / nullif(count(a.id), 0), 2)
+                                                                    AS success_rate_pct,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms)   AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms)  AS p95_ms
+FROM endpoints e
+CROSS JOIN (VALUES ('1 hour', interval '1 hour'), ('1 day', interval '1 day')) w(window_name, span)
+LEFT JOIN attempts a ON a.endpoint_id = e.id AND a.attempted_at >= now() - w.span
+GROUP BY e.id, e.name, w.window_name, w.span
+ORDER BY e.id, w.span;
+COMMENT ON VIEW v_webhook_performance IS 'Per endpoint, over the last hour and the last day: attempts, success rate, p50/p95 response time.';
+
+CREATE VIEW v_dead_letters AS
+SELECT d.id AS delivery_id,
+       d.endpoint_id,
+       e.name AS endpoint_name,
+       d.event_id,
+       d.event_type,
+       d.subject_id,
+       d.attempt_count,
+       d.last_status_code,
+       d.last_error,
+       d.created_at,
+       d.dead_at
+FROM deliveries d
+JOIN endpoints e ON e.id = d.endpoint_id
+WHERE d.status = 'dead'
+ORDER BY d.dead_at DESC;
+COMMENT ON VIEW v_dead_letters IS 'Dead deliveries, newest first, with attempt count and last error. Replay with requeue_dead().';

@@ -1,0 +1,144 @@
+//! Reporting results from outside: `record_attempt` for an external worker,
+//! `update_webhook_health` for health alone. Both go through `settle`, the
+//! same code the background worker uses.
+
+use super::endpoints::spi_error;
+use super::{error, interval_ms, invalid};
+use crate::settle::{self, AttemptResult, HealthEvent};
+use pgrx::datum::Interval;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+fn check_result(status_code: Option<i32>, response_time_ms: Option<i32>) -> Result<(), ErrorReport> {
+    if let Some(code) = status_code {
+        if !(100..=599).contains(&code) {
+            return Err(invalid(
+                format!("status_code must be an HTTP status (100-599), got {code}"),
+                "Pass NULL for a network error and describe it in error.",
+            ));
+        }
+    }
+    if let Some(ms) = response_time_ms {
+        if ms < 0 {
+            return Err(invalid(format!("response_time_ms must be >= 0, got {ms}"), ""));
+        }
+    }
+    Ok(())
+}
+
+#[pg_extern(volatile, security_definer)]
+#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+fn record_attempt(
+    delivery_id: i64,
+    status_code: Option<i32>,
+    response_time_ms: Option<i32>,
+    error: default!(Option<&str>, "NULL"),
+    retry_after: default!(Option<Interval>, "NULL"),
+) -> Result<String, ErrorReport> {
+    check_result(status_code, response_time_ms)?;
+    let retry_after_ms = match retry_after.as_ref().map(interval_ms) {
+        Some(ms) if ms < 0 => return Err(invalid("retry_after must not be negative", "")),
+        other => other.map(|ms| ms as u64),
+    };
+    Spi::connect_mut(|client| {
+        let row = client
+            .update(
+                "SELECT endpoint_id, attempt_count, max_attempts, status
+                 FROM webhook_outbox.deliveries WHERE id = $1 FOR UPDATE",
+                None,
+                &[delivery_id.into()],
+            )
+            .map_err(spi_error)?;
+        let Some(row) = row.into_iter().next() else {
+            return Err(super::error(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("delivery {delivery_id} does not exist"),
+                "",
+            ));
+        };
+        let status: String = row.get(4).map_err(spi_error)?.unwrap_or_default();
+        if status != "sending" {
+            return Err(super::error(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("delivery {delivery_id} is {status}, not sending"),
+                "Claim deliveries with webhook_outbox.get_ready_deliveries() before recording their attempts.",
+            ));
+        }
+        let result = AttemptResult {
+            delivery_id,
+            endpoint_id: row.get(1).map_err(spi_error)?.unwrap_or_default(),
+            attempt_no: row.get(2).map_err(spi_error)?.unwrap_or_default(),
+            max_attempts: row.get(3).map_err(spi_error)?.unwrap_or_default(),
+            status_code,
+            duration_ms: response_time_ms,
+            error: error.map(str::to_owned),
+            retry_after_ms,
+            permanent: false,
+            response_body: None,
+        };
+        let settled = settle::settle(client, &[result]).map_err(spi_error)?;
+        Ok(settled
+            .first()
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_else(|| status.clone()))
+    })
+}
+
+#[pg_extern(volatile, security_definer)]
+#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+fn _update_webhook_health(
+    webhook_id: i64,
+    status_code: Option<i32>,
+    response_time_ms: Option<i32>,
+    error: Option<&str>,
+) -> Result<(), ErrorReport> {
+    check_result(status_code, response_time_ms)?;
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM webhook_outbox.health_metrics WHERE webhook_id = $1)",
+        &[webhook_id.into()],
+    )
+    .map_err(spi_error)?;
+    if exists != Some(true) {
+        return Err(self::error_undefined_endpoint(webhook_id));
+    }
+    let event = HealthEvent {
+        endpoint_id: webhook_id,
+        success: matches!(status_code, Some(200..=299)),
+        status_code,
+        response_ms: response_time_ms.map(f64::from),
+        error: error.map(str::to_owned),
+    };
+    Spi::connect_mut(|client| settle::record_health(client, &[event])).map_err(spi_error)
+}
+
+fn error_undefined_endpoint(id: i64) -> ErrorReport {
+    error(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("endpoint {id} does not exist"),
+        "List endpoints with SELECT id, name, url FROM webhook_outbox.endpoints.",
+    )
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION record_attempt(bigint, integer, integer, text, interval) IS
+'Report the result of one HTTP attempt for a delivery claimed with get_ready_deliveries(); returns the new status. '
+'2xx: sent. NULL status (network error), 408, 429, 5xx: retry after the backoff step (or retry_after, capped), dead when attempts are exhausted. '
+'Other statuses: dead. Writes attempts and health_metrics. The same rules the background worker applies.';
+
+CREATE FUNCTION update_webhook_health(webhook_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL)
+RETURNS health_metrics
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+    SELECT _update_webhook_health(webhook_id, status_code, response_time_ms, error);
+    SELECT * FROM health_metrics WHERE health_metrics.webhook_id = update_webhook_health.webhook_id;
+$$;
+COMMENT ON FUNCTION update_webhook_health(bigint, integer, integer, text) IS
+'Fold one result into an endpoint''s health: counters, EWMA response time, consecutive failures, health status, circuit breaker '
+'(opens after webhook_outbox.circuit_failure_threshold consecutive failures, half-opens after circuit_open_seconds, closes on success).';
+"#,
+    name = "update_webhook_health",
+    requires = [_update_webhook_health, record_attempt, "schema"],
+);

@@ -1,0 +1,27 @@
+//! SQL-callable functions written in Rust. The rest of the API is SQL, in `sql/`.
+
+mod attempts;
+mod endpoints;
+mod run;
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+/// An `ERROR` a DBA can act on: SQLSTATE, message naming the bad value, hint.
+pub(crate) fn error(code: PgSqlErrorCode, message: impl Into<String>, hint: &str) -> ErrorReport {
+    let report = ErrorReport::new(code, message.into(), "webhook_outbox");
+    if hint.is_empty() {
+        report
+    } else {
+        report.set_hint(hint)
+    }
+}
+
+pub(crate) fn invalid(message: impl Into<String>, hint: &str) -> ErrorReport {
+    error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, hint)
+}
+
+/// Interval → milliseconds, counting a month as 30 days (as `justify_days` does).
+pub(crate) fn interval_ms(i: &pgrx::datum::Interval) -> i64 {
+    (i.as_micros() / 1_000).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}

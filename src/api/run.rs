@@ -1,0 +1,47 @@
+//! `run_once`: one delivery pass in the calling session, through the worker's engine.
+
+use super::endpoints::spi_error;
+use super::invalid;
+use crate::worker::engine::Engine;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::time::Duration;
+
+#[pg_extern(volatile, security_definer)]
+#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
+    if max_rows < 1 {
+        return Err(invalid(format!("max_rows must be at least 1, got {max_rows}"), ""));
+    }
+    let mut engine = Engine::new().map_err(|e| invalid(e, "Check webhook_outbox.allowed_cidrs and webhook_outbox.ca_file."))?;
+    Spi::connect_mut(|client| {
+        engine.claim(client, max_rows as usize).map_err(spi_error)?;
+        // Everything runs inside this transaction: wait for the threads, then settle.
+        let mut attempted = 0i64;
+        loop {
+            let idle = engine.idle();
+            let settled = engine.settle(client).map_err(spi_error)?;
+            attempted += (settled.sent + settled.failed) as i64;
+            if idle && engine.outstanding() == 0 {
+                return Ok(attempted);
+            }
+            pgrx::check_for_interrupts!();
+            wait_readable(engine.wake_fd(), Duration::from_millis(100));
+        }
+    })
+}
+
+fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION run_once(integer) IS
+'Deliver up to max_rows due deliveries from this session, through the same code as the background worker, and wait for them; '
+'returns the attempts settled. Works without shared_preload_libraries. Everything happens in the calling transaction.';
+"#,
+    name = "run_once_comment",
+    requires = [run_once],
+);

@@ -1,0 +1,328 @@
+//! Every `webhook_outbox.*` setting, in one place.
+//!
+//! Contexts follow purpose: `Postmaster` for what sizes shared memory or the
+//! number of workers, `Sighup` for the worker's tunables (read again after
+//! `pg_reload_conf()`), `Suset` for what a superuser may also change per
+//! session (so `run_once` and tests see it), with `SUPERUSER_ONLY` for the
+//! security settings.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use std::ffi::CString;
+
+/// Whether events are recorded and sent.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// `enqueue`/`emit` create nothing.
+    #[name = c"off"]
+    Off,
+    /// Rows are written with status `shadow` and never sent.
+    #[name = c"shadow"]
+    Shadow,
+    /// Rows are written `pending` and delivered.
+    #[name = c"on"]
+    On,
+}
+
+/// Upper bound of `webhook_outbox.workers`: shared memory keeps one slot each.
+pub const MAX_WORKERS: usize = 16;
+
+static MODE: GucSetting<Mode> = GucSetting::<Mode>::new(Mode::On);
+static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+static RETRY_BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
+static RETRY_AFTER_MAX_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+static CIRCUIT_FAILURE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(5);
+static CIRCUIT_OPEN_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
+static ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
+static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
+
+static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
+static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
+static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+static CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
+static LEASE_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+static RATE_LIMIT_RPS: GucSetting<f64> = GucSetting::<f64>::new(10.0);
+static USER_AGENT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"webhook_outbox/0.1"));
+static ALLOWED_CIDRS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+pub fn init() {
+    GucRegistry::define_enum_guc(
+        c"webhook_outbox.mode",
+        c"off, shadow or on: whether events are recorded and sent.",
+        c"off: enqueue/emit create nothing. shadow: rows are recorded with status shadow and never sent. on: rows are delivered.",
+        &MODE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.max_attempts",
+        c"Attempts before a delivery is dead, unless the endpoint sets its own.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.retry_backoff_base",
+        c"Delay before the first retry; each later retry doubles it (with jitter).",
+        c"",
+        &RETRY_BACKOFF_BASE_MS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.retry_backoff_max",
+        c"Longest delay between two retries.",
+        c"",
+        &RETRY_BACKOFF_MAX_MS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.retry_after_max",
+        c"Longest Retry-After a receiver may ask for; longer values are capped.",
+        c"",
+        &RETRY_AFTER_MAX_S,
+        0,
+        7 * 86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.circuit_failure_threshold",
+        c"Consecutive failures that open an endpoint's circuit.",
+        c"",
+        &CIRCUIT_FAILURE_THRESHOLD,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.circuit_open_seconds",
+        c"How long an open circuit stays open before one probe is let through.",
+        c"",
+        &CIRCUIT_OPEN_SECONDS,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"webhook_outbox.allow_http",
+        c"Allow plain http:// endpoints (https only when off).",
+        c"",
+        &ALLOW_HTTP,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.max_payload_bytes",
+        c"Largest payload enqueue accepts, in bytes of JSON text.",
+        c"",
+        &MAX_PAYLOAD_BYTES,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"webhook_outbox.database",
+        c"Database the delivery workers connect to.",
+        c"",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.workers",
+        c"Number of delivery background workers (0 = none; use run_once or an external worker).",
+        c"",
+        &WORKERS,
+        0,
+        MAX_WORKERS as i32,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.batch_size",
+        c"Deliveries a worker claims in one transaction.",
+        c"",
+        &BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.concurrency",
+        c"HTTP requests in flight per worker.",
+        c"",
+        &CONCURRENCY,
+        1,
+        1_024,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.poll_interval",
+        c"Fallback wake-up of an idle worker; commits wake it at once.",
+        c"",
+        &POLL_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.http_timeout",
+        c"Total time allowed for one HTTP request.",
+        c"",
+        &HTTP_TIMEOUT_MS,
+        1,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.connect_timeout",
+        c"Time allowed to open a connection.",
+        c"",
+        &CONNECT_TIMEOUT_MS,
+        1,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.lease",
+        c"How long a claimed delivery stays reserved before another worker may take it again.",
+        c"Must exceed http_timeout: a worker that dies mid-batch leaves its deliveries to be sent again after the lease.",
+        &LEASE_MS,
+        1_000,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_float_guc(
+        c"webhook_outbox.rate_limit_rps",
+        c"Requests per second per endpoint, unless the endpoint sets its own (0 = unlimited).",
+        c"",
+        &RATE_LIMIT_RPS,
+        0.0,
+        1_000_000.0,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"webhook_outbox.user_agent",
+        c"User-Agent header of webhook requests.",
+        c"",
+        &USER_AGENT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"webhook_outbox.allowed_cidrs",
+        c"Address ranges exempt from the SSRF guard, e.g. '10.0.0.0/8, ::1/128'.",
+        c"Loopback, private, link-local and other internal addresses are refused unless listed here.",
+        &ALLOWED_CIDRS,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"webhook_outbox.ca_file",
+        c"PEM file of extra CA certificates trusted for https endpoints.",
+        c"",
+        &CA_FILE,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"webhook_outbox.metrics_listen",
+        c"Address (host:port) where the first worker serves GET /metrics; empty = off.",
+        c"",
+        &METRICS_LISTEN,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"webhook_outbox".as_ptr()) };
+}
+
+fn string(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn mode() -> Mode {
+    MODE.get()
+}
+pub fn retry_policy() -> crate::outcome::RetryPolicy {
+    crate::outcome::RetryPolicy {
+        base_ms: RETRY_BACKOFF_BASE_MS.get() as u64,
+        max_ms: RETRY_BACKOFF_MAX_MS.get() as u64,
+        retry_after_max_ms: RETRY_AFTER_MAX_S.get() as u64 * 1_000,
+    }
+}
+pub fn breaker_policy() -> crate::circuit::BreakerPolicy {
+    crate::circuit::BreakerPolicy {
+        failure_threshold: CIRCUIT_FAILURE_THRESHOLD.get() as u32,
+        open_ms: CIRCUIT_OPEN_SECONDS.get() as i64 * 1_000,
+    }
+}
+pub fn allow_http() -> bool {
+    ALLOW_HTTP.get()
+}
+pub fn database() -> String {
+    string(&DATABASE)
+}
+pub fn workers() -> usize {
+    WORKERS.get() as usize
+}
+pub fn batch_size() -> usize {
+    BATCH_SIZE.get() as usize
+}
+pub fn concurrency() -> usize {
+    CONCURRENCY.get() as usize
+}
+pub fn poll_interval_ms() -> u64 {
+    POLL_INTERVAL_MS.get() as u64
+}
+pub fn lease_ms() -> i64 {
+    LEASE_MS.get() as i64
+}
+pub fn rate_limit_rps() -> f64 {
+    RATE_LIMIT_RPS.get()
+}
+pub fn metrics_listen() -> String {
+    string(&METRICS_LISTEN)
+}
+
+/// The HTTP client's settings; the worker rebuilds its client when they change.
+pub fn http_config() -> Result<crate::delivery::HttpConfig, String> {
+    let ca_file = string(&CA_FILE);
+    Ok(crate::delivery::HttpConfig {
+        timeout: std::time::Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64),
+        connect_timeout: std::time::Duration::from_millis(CONNECT_TIMEOUT_MS.get() as u64),
+        user_agent: string(&USER_AGENT),
+        ca_file: (!ca_file.is_empty()).then_some(ca_file),
+        allowed_cidrs: crate::delivery::parse_cidrs(&string(&ALLOWED_CIDRS))
+            .map_err(|e| format!("webhook_outbox.allowed_cidrs: {e}"))?,
+        allow_http: ALLOW_HTTP.get(),
+        max_connections: CONCURRENCY.get() as usize * 2,
+    })
+}

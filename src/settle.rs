@@ -1,0 +1,252 @@
+//! Results back into the outbox, in the current transaction, in set-wise
+//! statements (one per batch, not one per row). The retry rules come from
+//! `outcome`, the health and breaker rules from `circuit`.
+
+use crate::circuit::{CircuitState, Health};
+use crate::outcome::{self, Verdict};
+use crate::guc;
+use pgrx::spi::{self, SpiClient};
+use std::collections::BTreeMap;
+
+/// One finished HTTP attempt (or a failure decided before any request).
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub delivery_id: i64,
+    pub endpoint_id: i64,
+    /// `deliveries.attempt_count` when it was claimed: settling is skipped
+    /// if another claim (after an expired lease) has moved it on.
+    pub attempt_no: i32,
+    pub max_attempts: i32,
+    pub status_code: Option<i32>,
+    pub duration_ms: Option<i32>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<u64>,
+    pub permanent: bool,
+    pub response_body: Option<String>,
+}
+
+/// Write the results; returns (delivery id, new status) for each delivery
+/// that was still ours.
+pub fn settle(
+    client: &mut SpiClient<'_>,
+    results: &[AttemptResult],
+) -> spi::Result<Vec<(i64, &'static str)>> {
+    if results.is_empty() {
+        return Ok(Vec::new());
+    }
+    let policy = guc::retry_policy();
+    let verdicts: Vec<Verdict> = results
+        .iter()
+        .map(|r| {
+            outcome::decide(
+                outcome::classify(r.status_code, r.permanent),
+                r.attempt_no,
+                r.max_attempts,
+                r.retry_after_ms,
+                &policy,
+                outcome::jitter(),
+            )
+        })
+        .collect();
+    let column = |f: &dyn Fn(&AttemptResult) -> Option<String>| results.iter().map(f).collect::<Vec<_>>();
+    let settled = client.update(
+        "WITH r AS (
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[],
+                                  $6::bigint[], $7::text[], $8::int[], $9::bigint[])
+                 AS r(id, status, code, err, duration_ms, delay_ms, body, attempt_no, endpoint_id)
+         ), upd AS (
+             UPDATE webhook_outbox.deliveries d
+             SET status = r.status,
+                 last_status_code = r.code,
+                 last_error = r.err,
+                 locked_until = NULL,
+                 next_attempt_at = CASE WHEN r.status = 'retry'
+                                        THEN now() + r.delay_ms * interval '1 millisecond'
+                                        ELSE d.next_attempt_at END,
+                 sent_at = CASE WHEN r.status = 'sent' THEN now() END,
+                 dead_at = CASE WHEN r.status = 'dead' THEN now() END
+             FROM r
+             WHERE d.id = r.id AND d.status = 'sending' AND d.attempt_count = r.attempt_no
+             RETURNING d.id, d.status
+         ), log AS (
+             INSERT INTO webhook_outbox.attempts
+                 (delivery_id, endpoint_id, attempt_no, duration_ms, status_code, error, response_body)
+             SELECT r.id, r.endpoint_id, r.attempt_no, r.duration_ms, r.code, r.err, r.body
+             FROM r JOIN upd USING (id)
+         )
+         SELECT id, status FROM upd",
+        None,
+        &[
+            results.iter().map(|r| r.delivery_id).collect::<Vec<_>>().into(),
+            verdicts.iter().map(|v| v.status()).collect::<Vec<_>>().into(),
+            results.iter().map(|r| r.status_code).collect::<Vec<_>>().into(),
+            column(&|r| r.error.clone()).into(),
+            results.iter().map(|r| r.duration_ms).collect::<Vec<_>>().into(),
+            verdicts
+                .iter()
+                .map(|v| match v {
+                    Verdict::Retry { delay_ms } => Some(*delay_ms as i64),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .into(),
+            column(&|r| r.response_body.clone()).into(),
+            results.iter().map(|r| r.attempt_no).collect::<Vec<_>>().into(),
+            results.iter().map(|r| r.endpoint_id).collect::<Vec<_>>().into(),
+        ],
+    )?;
+    let mut ours = std::collections::HashSet::new();
+    let mut statuses = Vec::with_capacity(results.len());
+    for row in settled {
+        let id = row.get::<i64>(1)?.unwrap_or_default();
+        ours.insert(id);
+        let status = match row.get::<&str>(2)?.unwrap_or_default() {
+            "sent" => "sent",
+            "retry" => "retry",
+            _ => "dead",
+        };
+        statuses.push((id, status));
+    }
+    let health: Vec<HealthEvent> = results
+        .iter()
+        .filter(|r| ours.contains(&r.delivery_id))
+        .map(|r| HealthEvent {
+            endpoint_id: r.endpoint_id,
+            success: outcome::classify(r.status_code, r.permanent) == outcome::Class::Success,
+            status_code: r.status_code,
+            response_ms: r.duration_ms.map(f64::from),
+            error: r.error.clone(),
+        })
+        .collect();
+    record_health(client, &health)?;
+    Ok(statuses)
+}
+
+/// One result as endpoint health sees it.
+pub struct HealthEvent {
+    pub endpoint_id: i64,
+    pub success: bool,
+    pub status_code: Option<i32>,
+    pub response_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// Fold results into `health_metrics`: rows locked in id order (no deadlock
+/// between workers), updated in Rust, written back in one statement.
+pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = {
+        let mut ids: Vec<i64> = events.iter().map(|e| e.endpoint_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let mut rows: BTreeMap<i64, Health> = BTreeMap::new();
+    let loaded = client.update(
+        "SELECT webhook_id, total_deliveries, successful_deliveries, failed_deliveries,
+                consecutive_failures, avg_response_time_ms, last_status_code,
+                (extract(epoch FROM last_success_at) * 1000)::bigint,
+                (extract(epoch FROM last_failure_at) * 1000)::bigint,
+                last_error, circuit_state,
+                (extract(epoch FROM circuit_opened_at) * 1000)::bigint
+         FROM webhook_outbox.health_metrics
+         WHERE webhook_id = ANY ($1)
+         ORDER BY webhook_id
+         FOR UPDATE",
+        None,
+        &[ids.into()],
+    )?;
+    for row in loaded {
+        let id = row.get::<i64>(1)?.unwrap_or_default();
+        rows.insert(
+            id,
+            Health {
+                total: row.get(2)?.unwrap_or_default(),
+                successful: row.get(3)?.unwrap_or_default(),
+                failed: row.get(4)?.unwrap_or_default(),
+                consecutive_failures: row.get(5)?.unwrap_or_default(),
+                avg_response_ms: row.get(6)?,
+                last_status_code: row.get(7)?,
+                last_success_at: row.get(8)?,
+                last_failure_at: row.get(9)?,
+                last_error: row.get(10)?,
+                circuit: CircuitState::parse(row.get::<&str>(11)?.unwrap_or("closed")),
+                circuit_opened_at: row.get(12)?,
+            },
+        );
+    }
+    let now = now_ms();
+    let policy = guc::breaker_policy();
+    for e in events {
+        if let Some(h) = rows.get_mut(&e.endpoint_id) {
+            h.record(e.success, e.status_code, e.response_ms, e.error.as_deref(), now, &policy);
+        }
+    }
+    let hs: Vec<&Health> = rows.values().collect();
+    client.update(
+        "UPDATE webhook_outbox.health_metrics h
+         SET total_deliveries = u.total, successful_deliveries = u.ok, failed_deliveries = u.failed,
+             consecutive_failures = u.consecutive, avg_response_time_ms = u.avg_ms,
+             last_status_code = u.code,
+             last_success_at = to_timestamp(u.success_at / 1000.0),
+             last_failure_at = to_timestamp(u.failure_at / 1000.0),
+             last_error = u.err, health_status = u.health, circuit_state = u.circuit,
+             circuit_opened_at = to_timestamp(u.opened_at / 1000.0),
+             updated_at = now()
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::float8[],
+                     $7::int[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
+             AS u(id, total, ok, failed, consecutive, avg_ms, code, success_at, failure_at, err, health, circuit, opened_at)
+         WHERE h.webhook_id = u.id",
+        None,
+        &[
+            rows.keys().copied().collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.total).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.successful).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.failed).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.consecutive_failures).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.avg_response_ms).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.last_status_code).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.last_success_at).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.last_failure_at).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.last_error.clone()).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.status()).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.circuit.as_str()).collect::<Vec<_>>().into(),
+            hs.iter().map(|h| h.circuit_opened_at).collect::<Vec<_>>().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Put claimed deliveries back without counting an attempt (rate limit,
+/// shutdown, an endpoint whose circuit opened meanwhile): each becomes due at
+/// its `at_ms` (Unix milliseconds).
+pub fn release(client: &mut SpiClient<'_>, deliveries: &[(i64, i32, i64)]) -> spi::Result<()> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    client.update(
+        "UPDATE webhook_outbox.deliveries d
+         SET status = CASE WHEN d.attempt_count > 1 THEN 'retry' ELSE 'pending' END,
+             attempt_count = d.attempt_count - 1,
+             locked_until = NULL,
+             next_attempt_at = greatest(to_timestamp(r.at_ms / 1000.0), now())
+         FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS r(id, attempt_no, at_ms)
+         WHERE d.id = r.id AND d.status = 'sending' AND d.attempt_count = r.attempt_no",
+        None,
+        &[
+            deliveries.iter().map(|d| d.0).collect::<Vec<_>>().into(),
+            deliveries.iter().map(|d| d.1).collect::<Vec<_>>().into(),
+            deliveries.iter().map(|d| d.2).collect::<Vec<_>>().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

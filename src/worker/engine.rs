@@ -1,0 +1,263 @@
+//! One delivery pipeline: claim → rate limit → threads → settle. Used by the
+//! background worker (each step in its own short transaction) and by
+//! `run_once` (in the caller's transaction). The caller owns transactions;
+//! the engine only runs statements.
+
+use super::pool::{Done, Job, Pool, Ticket};
+use super::ratelimit::{Admit, RateTable};
+use super::shmem;
+use crate::delivery::{self, Client, HttpConfig, Request};
+use crate::guc;
+use crate::settle::{self, AttemptResult};
+use pgrx::spi::{self, SpiClient};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+const CLAIM: &str = "
+    SELECT d.id, d.endpoint_id, d.event_id, d.payload::text, d.attempt_count, d.max_attempts,
+           e.url, e.secret, e.headers::text, coalesce(e.rate_limit_rps, $5)
+    FROM webhook_outbox._claim($1, $2 * interval '1 millisecond', $3, $4) d
+    JOIN webhook_outbox.endpoints e ON e.id = d.endpoint_id";
+
+/// Milliseconds until the next delivery falls due (NULL: none waiting).
+const NEXT_DUE: &str = "
+    SELECT greatest(0, extract(epoch FROM least(
+               (SELECT min(next_attempt_at) FROM webhook_outbox.deliveries WHERE status IN ('pending', 'retry')),
+               (SELECT min(locked_until) FROM webhook_outbox.deliveries WHERE status = 'sending')
+           ) - clock_timestamp()) * 1000)::bigint";
+
+pub struct Engine {
+    pool: Pool,
+    http: HttpConfig,
+    concurrency: usize,
+}
+
+/// A slow endpoint may hold this many threads, so others always have one.
+fn per_endpoint_threads(concurrency: usize) -> usize {
+    (concurrency * 3 / 4).max(1)
+}
+
+thread_local! {
+    /// Without shared memory (library not preloaded) a session limits rates alone.
+    static LOCAL_RATES: RefCell<Box<RateTable>> = RefCell::new(Box::default());
+}
+
+fn with_rates<R>(f: impl FnOnce(&mut RateTable) -> R) -> R {
+    if shmem::available() {
+        f(&mut shmem::RATES.exclusive())
+    } else {
+        LOCAL_RATES.with(|t| f(&mut t.borrow_mut()))
+    }
+}
+
+/// What one settle step wrote.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Settled {
+    pub sent: u64,
+    pub failed: u64,
+}
+
+impl Engine {
+    pub fn new() -> Result<Engine, String> {
+        let http = guc::http_config()?;
+        let concurrency = guc::concurrency();
+        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_threads(concurrency))
+            .map_err(|e| format!("cannot start delivery threads: {e}"))?;
+        Ok(Engine { pool, http, concurrency })
+    }
+
+    /// Apply changed settings after SIGHUP. A new thread count needs an idle pool.
+    pub fn reload(&mut self) -> Result<(), String> {
+        let http = guc::http_config()?;
+        if guc::concurrency() != self.concurrency && self.pool.idle() {
+            *self = Engine::new()?;
+        } else if http != self.http {
+            self.pool.set_client(Client::new(&http)?);
+            self.http = http;
+        }
+        Ok(())
+    }
+
+    pub fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.pool.wake_fd()
+    }
+
+    /// Deliveries claimed and not yet settled.
+    pub fn outstanding(&self) -> usize {
+        self.pool.outstanding().0
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.http.timeout
+    }
+
+    /// Claim up to `max` deliveries and hand them to the threads; returns how
+    /// many were claimed (including those deferred by a rate limit).
+    pub fn claim(&mut self, client: &mut SpiClient<'_>, max: usize) -> spi::Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let batch = guc::batch_size();
+        // An endpoint with a full batch outstanding waits; the others go on.
+        let busy: Vec<i64> = self.pool.outstanding().1.into_iter().filter(|(_, n)| *n >= batch).map(|(e, _)| e).collect();
+        let rows = client.update(
+            CLAIM,
+            None,
+            &[
+                (max.min(i32::MAX as usize) as i32).into(),
+                guc::lease_ms().into(),
+                busy.into(),
+                (batch as i32).into(),
+                guc::rate_limit_rps().into(),
+            ],
+        )?;
+        let claimed_at = Instant::now();
+        let now_ms = settle::now_ms();
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut deferred: Vec<(i64, i32, i64)> = Vec::new();
+        let mut refused: Vec<AttemptResult> = Vec::new();
+        let mut waiting: HashMap<i64, u32> = HashMap::new();
+        let claimed = rows.len();
+        let mut rows_vec = Vec::with_capacity(claimed);
+        for row in rows {
+            rows_vec.push((
+                Ticket {
+                    delivery_id: row.get(1)?.unwrap_or_default(),
+                    endpoint_id: row.get(2)?.unwrap_or_default(),
+                    attempt_no: row.get(5)?.unwrap_or_default(),
+                    max_attempts: row.get(6)?.unwrap_or_default(),
+                },
+                row.get::<String>(3)?.unwrap_or_default(),
+                row.get::<String>(4)?.unwrap_or_default(),
+                row.get::<String>(7)?.unwrap_or_default(),
+                row.get::<String>(8)?.unwrap_or_default(),
+                row.get::<String>(9)?.unwrap_or_default(),
+                row.get::<f64>(10)?.unwrap_or_default(),
+            ));
+        }
+        with_rates(|rates| {
+            for (ticket, event_id, payload, url, secret, headers, rps) in rows_vec {
+                let queued = waiting.get(&ticket.endpoint_id).copied().unwrap_or(0);
+                if let Admit::At(at_us) = rates.admit(ticket.endpoint_id, rps, now_ms * 1_000, queued) {
+                    *waiting.entry(ticket.endpoint_id).or_default() += 1;
+                    deferred.push((ticket.delivery_id, ticket.attempt_no, at_us / 1_000));
+                    continue;
+                }
+                match build_request(event_id, payload, url, &secret, &headers, now_ms / 1_000) {
+                    Ok(request) => jobs.push(Job { ticket, request, claimed_at }),
+                    Err(error) => refused.push(failure(ticket, error)),
+                }
+            }
+        });
+        settle::release(client, &deferred)?;
+        settle::settle(client, &refused)?;
+        self.pool.submit(jobs);
+        Ok(claimed)
+    }
+
+    /// Write back what the threads finished. Queued jobs of endpoints whose
+    /// circuit just opened, and jobs queued for half a lease, are put back.
+    pub fn settle(&mut self, client: &mut SpiClient<'_>) -> spi::Result<Settled> {
+        let half_lease = Duration::from_millis(guc::lease_ms() as u64 / 2);
+        self.pool.release(&HashSet::new(), Instant::now().checked_sub(half_lease));
+        let mut results = Vec::new();
+        let mut released = Vec::new();
+        for done in self.pool.take_done() {
+            match done {
+                Done::Attempted(ticket, outcome) => results.push(AttemptResult {
+                    delivery_id: ticket.delivery_id,
+                    endpoint_id: ticket.endpoint_id,
+                    attempt_no: ticket.attempt_no,
+                    max_attempts: ticket.max_attempts,
+                    status_code: outcome.status.map(i32::from),
+                    duration_ms: Some(outcome.duration_ms.min(i32::MAX as u32) as i32),
+                    error: outcome.error,
+                    retry_after_ms: outcome.retry_after.map(|d| d.as_millis() as u64),
+                    permanent: outcome.permanent,
+                    response_body: outcome.response_prefix,
+                }),
+                Done::Released(t) => released.push((t.delivery_id, t.attempt_no, 0)),
+            }
+        }
+        let statuses = settle::settle(client, &results)?;
+        settle::release(client, &released)?;
+        let opened = open_circuits(client, &results)?;
+        if !opened.is_empty() {
+            self.pool.release(&opened, None);
+        }
+        let sent = statuses.iter().filter(|(_, s)| *s == "sent").count() as u64;
+        Ok(Settled { sent, failed: statuses.len() as u64 - sent })
+    }
+
+    /// Put every queued job back (shutdown); running ones finish on their own.
+    pub fn release_queued(&self) {
+        self.pool.release(&HashSet::new(), Some(Instant::now() + Duration::from_secs(3600)));
+    }
+
+    pub fn idle(&self) -> bool {
+        self.pool.idle()
+    }
+}
+
+/// Milliseconds until something is due, if anything is waiting.
+pub fn next_due_ms(client: &SpiClient<'_>) -> spi::Result<Option<i64>> {
+    client.select(NEXT_DUE, Some(1), &[])?.first().get_one::<i64>()
+}
+
+/// Endpoints among these results whose circuit is not closed now.
+fn open_circuits(client: &SpiClient<'_>, results: &[AttemptResult]) -> spi::Result<HashSet<i64>> {
+    if results.iter().all(|r| matches!(r.status_code, Some(200..=299))) {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<i64> = results.iter().map(|r| r.endpoint_id).collect();
+    let rows = client.select(
+        "SELECT webhook_id FROM webhook_outbox.health_metrics WHERE webhook_id = ANY ($1) AND circuit_state <> 'closed'",
+        None,
+        &[ids.into()],
+    )?;
+    let mut open = HashSet::new();
+    for row in rows {
+        if let Some(id) = row.get::<i64>(1)? {
+            open.insert(id);
+        }
+    }
+    Ok(open)
+}
+
+fn build_request(
+    event_id: String,
+    body: String,
+    url: String,
+    secret: &str,
+    headers: &str,
+    timestamp: i64,
+) -> Result<Request, String> {
+    let signing_key = delivery::decode_secret(secret).map_err(|e| format!("endpoint secret: {e}"))?;
+    let headers = if headers == "{}" {
+        Vec::new()
+    } else {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(headers)
+            .map_err(|e| format!("endpoint headers: {e}"))?
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+            .collect()
+    };
+    Ok(Request { url, webhook_id: event_id, timestamp, body, headers, signing_key })
+}
+
+/// A delivery that cannot be attempted at all (bad stored secret or headers).
+fn failure(ticket: Ticket, error: String) -> AttemptResult {
+    AttemptResult {
+        delivery_id: ticket.delivery_id,
+        endpoint_id: ticket.endpoint_id,
+        attempt_no: ticket.attempt_no,
+        max_attempts: ticket.max_attempts,
+        status_code: None,
+        duration_ms: None,
+        error: Some(error),
+        retry_after_ms: None,
+        permanent: true,
+        response_body: None,
+    }
+}

@@ -1,0 +1,234 @@
+//! The delivery threads. Plain Rust: no Postgres call happens here.
+//!
+//! Claimed jobs wait in one queue per endpoint; a free thread takes the next
+//! job round-robin from an endpoint that has fewer than `per_endpoint`
+//! requests running, so a slow or dead endpoint can hold at most that many
+//! threads and never the whole pool. Finished jobs are collected by the main
+//! thread, which is woken through an eventfd it waits on beside its latch.
+
+use crate::delivery::{Client, Outcome, Request};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// What the settle step needs to know about a delivery besides the HTTP outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    pub delivery_id: i64,
+    pub endpoint_id: i64,
+    pub attempt_no: i32,
+    pub max_attempts: i32,
+}
+
+pub struct Job {
+    pub ticket: Ticket,
+    pub request: Request,
+    pub claimed_at: Instant,
+}
+
+pub enum Done {
+    Attempted(Ticket, Outcome),
+    /// Not sent (endpoint blocked, lease running short, shutdown): put back.
+    Released(Ticket),
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<i64, VecDeque<Job>>,
+    /// Endpoints with queued jobs and a free running slot, in turn order.
+    ready: VecDeque<i64>,
+    running: HashMap<i64, usize>,
+    done: Vec<Done>,
+    stopping: bool,
+}
+
+impl State {
+    fn runnable(&self, endpoint: i64, per_endpoint: usize) -> bool {
+        self.queues.get(&endpoint).is_some_and(|q| !q.is_empty())
+            && self.running.get(&endpoint).copied().unwrap_or(0) < per_endpoint
+            && !self.ready.contains(&endpoint)
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+    client: RwLock<Arc<Client>>,
+    per_endpoint: usize,
+    wake: OwnedFd,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking thread cannot leave State half-updated (no code that
+        // can panic runs under the lock), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn signal_main(&self) {
+        let one: u64 = 1;
+        // An eventfd counter write only fails on overflow, which a reader prevents.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+pub struct Pool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    pub fn new(client: Client, threads: usize, per_endpoint: usize) -> std::io::Result<Pool> {
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            client: RwLock::new(Arc::new(client)),
+            per_endpoint: per_endpoint.max(1),
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        });
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("webhook_outbox-http-{i}"))
+                    .spawn(move || run(&shared))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Pool { shared, threads })
+    }
+
+    /// The fd that becomes readable when jobs finish.
+    pub fn wake_fd(&self) -> RawFd {
+        self.shared.wake.as_raw_fd()
+    }
+
+    pub fn set_client(&self, client: Client) {
+        *self.shared.client.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
+    }
+
+    pub fn submit(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut state = self.shared.lock();
+        for job in jobs {
+            let endpoint = job.ticket.endpoint_id;
+            state.queues.entry(endpoint).or_default().push_back(job);
+            if state.runnable(endpoint, self.shared.per_endpoint) {
+                state.ready.push_back(endpoint);
+            }
+        }
+        drop(state);
+        self.shared.work.notify_all();
+    }
+
+    /// Finished jobs since the last call; clears the wake-up counter.
+    pub fn take_done(&self) -> Vec<Done> {
+        let mut counter = 0u64;
+        unsafe { libc::read(self.wake_fd(), (&mut counter as *mut u64).cast(), 8) };
+        std::mem::take(&mut self.shared.lock().done)
+    }
+
+    /// Claimed and not yet reported back, per endpoint and in total.
+    pub fn outstanding(&self) -> (usize, HashMap<i64, usize>) {
+        let state = self.shared.lock();
+        let mut per: HashMap<i64, usize> = state.queues.iter().map(|(e, q)| (*e, q.len())).collect();
+        for (e, n) in &state.running {
+            *per.entry(*e).or_default() += n;
+        }
+        per.retain(|_, n| *n > 0);
+        (per.values().sum::<usize>() + state.done.len(), per)
+    }
+
+    /// Give back queued (not running) jobs of these endpoints, and every
+    /// queued job claimed before `claimed_before`.
+    pub fn release(&self, endpoints: &HashSet<i64>, claimed_before: Option<Instant>) {
+        let mut state = self.shared.lock();
+        let State { queues, done, .. } = &mut *state;
+        for (endpoint, queue) in queues.iter_mut() {
+            let all = endpoints.contains(endpoint);
+            queue.retain(|job| {
+                let stale = claimed_before.is_some_and(|t| job.claimed_at < t);
+                if all || stale {
+                    done.push(Done::Released(job.ticket));
+                }
+                !(all || stale)
+            });
+        }
+        drop(state);
+        self.shared.signal_main();
+    }
+
+    /// Nothing queued or running any more (finished jobs may still await `take_done`).
+    pub fn idle(&self) -> bool {
+        let state = self.shared.lock();
+        state.queues.values().all(|q| q.is_empty()) && state.running.values().all(|n| *n == 0)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.work.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(shared: &Shared) {
+    block_signals();
+    loop {
+        let job = {
+            let mut state = shared.lock();
+            loop {
+                if state.stopping {
+                    return;
+                }
+                if let Some(endpoint) = state.ready.pop_front() {
+                    let Some(job) = state.queues.get_mut(&endpoint).and_then(|q| q.pop_front()) else {
+                        continue;
+                    };
+                    *state.running.entry(endpoint).or_default() += 1;
+                    if state.runnable(endpoint, shared.per_endpoint) {
+                        state.ready.push_back(endpoint);
+                    }
+                    break job;
+                }
+                state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let client = shared.client.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let outcome = client.send(&job.request);
+        let endpoint = job.ticket.endpoint_id;
+        let mut state = shared.lock();
+        if let Some(n) = state.running.get_mut(&endpoint) {
+            *n -= 1;
+        }
+        if state.queues.get(&endpoint).is_some_and(|q| q.is_empty()) && state.running.get(&endpoint) == Some(&0) {
+            state.queues.remove(&endpoint);
+            state.running.remove(&endpoint);
+        } else if state.runnable(endpoint, shared.per_endpoint) {
+            state.ready.push_back(endpoint);
+            shared.work.notify_one();
+        }
+        state.done.push(Done::Attempted(job.ticket, outcome));
+        drop(state);
+        shared.signal_main();
+    }
+}
+
+/// Postgres' signal handlers must run on the main thread, where they set its latch.
+fn block_signals() {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
