@@ -49,6 +49,12 @@ pub fn settle(
         })
         .collect();
     let column = |f: &dyn Fn(&AttemptResult) -> Option<String>| results.iter().map(f).collect::<Vec<_>>();
+    // A status without an error text still gets one, for v_dead_letters and last_error.
+    let error_text = |r: &AttemptResult| match (&r.error, r.status_code) {
+        (Some(e), _) => Some(e.clone()),
+        (None, Some(code)) if !(200..=299).contains(&code) => Some(format!("HTTP {code}")),
+        _ => None,
+    };
     let settled = client.update(
         "WITH r AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[],
@@ -80,7 +86,7 @@ pub fn settle(
             results.iter().map(|r| r.delivery_id).collect::<Vec<_>>().into(),
             verdicts.iter().map(|v| v.status()).collect::<Vec<_>>().into(),
             results.iter().map(|r| r.status_code).collect::<Vec<_>>().into(),
-            column(&|r| r.error.clone()).into(),
+            column(&error_text).into(),
             results.iter().map(|r| r.duration_ms).collect::<Vec<_>>().into(),
             verdicts
                 .iter()

@@ -58,6 +58,7 @@ fn transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
     // Whatever `f` touched is discarded or logged on error, never reused half-done.
     let f = std::panic::AssertUnwindSafe(f);
@@ -73,7 +74,10 @@ fn transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
         .execute();
     unsafe {
         match outcome {
-            Ok(_) => pg_sys::CommitTransactionCommand(),
+            Ok(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
             Err(_) => pg_sys::AbortCurrentTransaction(),
         }
         // Without this autovacuum never learns about the worker's dead rows.
@@ -88,10 +92,14 @@ fn report_activity(text: &std::ffi::CStr) {
 
 /// Wait for the latch, finished HTTP jobs, or the timeout.
 fn wait(fd: std::os::fd::RawFd, timeout: Duration) {
+    let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+    if fd >= 0 {
+        events |= pg_sys::WL_SOCKET_READABLE;
+    }
     unsafe {
         pg_sys::WaitLatchOrSocket(
             pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_SOCKET_READABLE | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            events as i32,
             fd as pg_sys::pgsocket,
             timeout.as_millis().min(i32::MAX as u128) as std::ffi::c_long,
             pg_sys::PG_WAIT_EXTENSION,
@@ -156,10 +164,14 @@ fn run(index: usize) {
                 }
             },
         };
-        match transaction(|| extension_ready()) {
+        match transaction(extension_ready) {
             Ok(true) => {}
-            // The database or the extension is not there (yet): wait, don't crash-loop.
-            _ => continue,
+            // The extension is not there (yet, or any more): wait, don't crash-loop.
+            Ok(false) => continue,
+            Err(err) => {
+                note_error(index, &mut last_error, &err);
+                continue;
+            }
         }
         report_activity(c"settling");
         match transaction(|| Spi::connect_mut(|c| e.settle(c))) {
