@@ -1,4 +1,5 @@
--- The outbox's life cycle in SQL: claim, requeue, cleanup, counts.
+-- The outbox's life cycle in SQL: claim, cleanup, counts. Requeueing dead
+-- deliveries is in operations.sql (replay_dead_letters, with its audit log).
 -- Settling an attempt is Rust (src/settle.rs): it needs the retry rules of src/outcome.rs.
 
 -- Claim due deliveries with a lease. Shared by get_ready_deliveries() and the
@@ -7,6 +8,9 @@
 -- closed endpoints admit up to the cap, an open one admits one probe once
 -- circuit_open_seconds have passed (and is marked half_open), a half_open one
 -- admits another probe only if the first one's lease ran out.
+-- The eligible endpoints are passed as an array (an InitPlan), not joined:
+-- that keeps the scan on the due index in next_attempt_at order, stopping
+-- after p_limit rows, however long the table's history.
 CREATE FUNCTION _claim(
     p_limit integer,
     p_lease interval,
@@ -32,7 +36,7 @@ AS $$
         FROM deliveries d
         WHERE d.status IN ('pending', 'retry')
           AND d.next_attempt_at <= now()
-          AND d.endpoint_id IN (SELECT endpoint_id FROM gate)
+          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate))
         ORDER BY d.next_attempt_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -41,7 +45,7 @@ AS $$
         FROM deliveries d
         WHERE d.status = 'sending'
           AND d.locked_until <= now()
-          AND d.endpoint_id IN (SELECT endpoint_id FROM gate)
+          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate))
         ORDER BY d.locked_until
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -93,43 +97,52 @@ COMMENT ON FUNCTION get_ready_deliveries(integer, interval) IS
 'Claim up to batch_size due deliveries (pending, retry, or sending with an expired lease) for an external worker: '
 'they become sending until the lease ends. Skips disabled endpoints and open circuits. Report each result with record_attempt().';
 
-CREATE FUNCTION requeue_dead(max_rows integer DEFAULT 100, endpoint_id bigint DEFAULT NULL, dry_run boolean DEFAULT false)
-RETURNS bigint
+-- Terminal statuses age by their own column, the key of their partial index.
+CREATE FUNCTION _age_column(status text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+    SELECT CASE status WHEN 'sent' THEN 'sent_at' WHEN 'shadow' THEN 'created_at' WHEN 'dead' THEN 'dead_at' END
+$$;
+COMMENT ON FUNCTION _age_column(text) IS 'Internal: the timestamp a sent, shadow or dead delivery ages by.';
+
+-- One retention batch: up to batch_size deliveries of a status older than
+-- cutoff, with their attempts, oldest first. `resume_from` is where the previous
+-- batch stopped: restarting there skips the index entries of rows already
+-- deleted (still visible to the scan until vacuum), which would otherwise make
+-- a long run quadratic.
+CREATE FUNCTION _cleanup_batch(
+    status text,
+    cutoff timestamptz,
+    batch_size integer,
+    INOUT resume_from timestamptz,
+    OUT deleted bigint
+)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = webhook_outbox, pg_catalog, pg_temp
 AS $$
 DECLARE
-    n bigint;
+    last_at timestamptz;
 BEGIN
-    IF max_rows IS NULL OR max_rows < 1 THEN
-        RAISE EXCEPTION 'max_rows must be at least 1, got %', coalesce(max_rows::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF dry_run THEN
-        SELECT count(*) INTO n FROM (
-            SELECT 1 FROM deliveries d
-            WHERE d.status = 'dead' AND (requeue_dead.endpoint_id IS NULL OR d.endpoint_id = requeue_dead.endpoint_id)
-            LIMIT max_rows) s;
-        RETURN n;
-    END IF;
-    WITH picked AS (
-        SELECT d.id FROM deliveries d
-        WHERE d.status = 'dead' AND (requeue_dead.endpoint_id IS NULL OR d.endpoint_id = requeue_dead.endpoint_id)
-        ORDER BY d.dead_at
-        LIMIT max_rows
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE deliveries d
-    SET status = 'pending', attempt_count = 0, next_attempt_at = now(), locked_until = NULL,
-        last_status_code = NULL, last_error = NULL, dead_at = NULL
-    FROM picked WHERE d.id = picked.id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    EXECUTE format($q$
+        WITH batch AS (
+            SELECT id, %1$I AS at FROM webhook_outbox.deliveries
+            WHERE status = $1 AND %1$I < $2 AND %1$I >= $3
+            ORDER BY %1$I
+            LIMIT $4
+            FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM webhook_outbox.deliveries d USING batch b WHERE d.id = b.id RETURNING d.id, b.at
+        ), gone_attempts AS (
+            DELETE FROM webhook_outbox.attempts WHERE delivery_id IN (SELECT id FROM gone)
+        )
+        SELECT count(*), max(at) FROM gone$q$, _age_column(status))
+        INTO deleted, last_at USING status, cutoff, coalesce(resume_from, '-infinity'), batch_size;
+    resume_from := coalesce(last_at, resume_from);
 END
 $$;
-COMMENT ON FUNCTION requeue_dead(integer, bigint, boolean) IS
-'Move up to max_rows dead deliveries (oldest first, optionally of one endpoint) back to pending with attempts and errors reset; '
-'payload and event_id are kept. dry_run counts without changing anything.';
+COMMENT ON FUNCTION _cleanup_batch(text, timestamptz, integer, timestamptz) IS
+'Internal: delete one batch for cleanup() and cleanup_in_batches(); returns the rows deleted and where to resume.';
 
 CREATE FUNCTION cleanup(
     sent_older_than interval DEFAULT '14 days',
@@ -141,37 +154,42 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = webhook_outbox, pg_catalog, pg_temp
 AS $$
 DECLARE
-    age_column text;
+    batch_size constant integer := 10000;
     cutoff timestamptz;
+    resume_from timestamptz;
+    n bigint;
 BEGIN
     IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL THEN
         RAISE EXCEPTION 'cleanup needs an age for each status'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Use a very long interval to keep a status, e.g. ''100 years''.';
     END IF;
-    -- Each status ages by its own column, the key of its partial index.
-    FOR status, age_column, cutoff IN VALUES ('sent', 'sent_at', now() - sent_older_than),
-                                             ('shadow', 'created_at', now() - shadow_older_than),
-                                             ('dead', 'dead_at', now() - dead_older_than)
+    FOR status, cutoff IN VALUES ('sent', now() - sent_older_than),
+                                 ('shadow', now() - shadow_older_than),
+                                 ('dead', now() - dead_older_than)
     LOOP
         IF dry_run THEN
-            EXECUTE format('SELECT count(*) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', age_column)
+            EXECUTE format('SELECT count(*) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', _age_column(status))
                 INTO deleted USING status, cutoff;
         ELSE
-            EXECUTE format($q$
-                WITH gone AS (
-                    DELETE FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2 RETURNING id
-                ), gone_attempts AS (
-                    DELETE FROM webhook_outbox.attempts WHERE delivery_id IN (SELECT id FROM gone)
-                )
-                SELECT count(*) FROM gone$q$, age_column)
-                INTO deleted USING status, cutoff;
+            -- Bounded statements: no single one collects a million row versions
+            -- or ids. The transaction is still the caller's; cleanup_in_batches()
+            -- commits between batches.
+            deleted := 0;
+            resume_from := NULL;
+            LOOP
+                SELECT b.resume_from, b.deleted INTO resume_from, n FROM _cleanup_batch(status, cutoff, batch_size, resume_from) b;
+                deleted := deleted + n;
+                EXIT WHEN n < batch_size;
+            END LOOP;
         END IF;
         RETURN NEXT;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION cleanup(interval, interval, interval, boolean) IS
-'Delete sent, shadow and dead deliveries (and their attempts) older than the given ages; returns the count per status. dry_run only counts.';
+'Delete sent, shadow and dead deliveries (and their attempts) older than the given ages, 10,000 rows per statement, '
+'in the current transaction; returns the count per status. dry_run only counts. '
+'For millions of rows prefer CALL cleanup_in_batches(), which commits between batches.';
 
 CREATE FUNCTION count_pending_by_status()
 RETURNS TABLE (status text, count bigint, oldest timestamptz)

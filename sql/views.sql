@@ -35,14 +35,17 @@ SELECT e.id                                        AS webhook_id,
        h.last_error
 FROM endpoints e
 JOIN health_metrics h ON h.webhook_id = e.id
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
+LEFT JOIN (
+    -- Only unfinished and dead rows: read through the partial indexes, not the history.
+    SELECT d.endpoint_id,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
            count(*) FILTER (WHERE d.status = 'retry')   AS retry,
            count(*) FILTER (WHERE d.status = 'sending') AS sending,
            count(*) FILTER (WHERE d.status = 'dead')    AS dead
     FROM deliveries d
-    WHERE d.endpoint_id = e.id AND d.status IN ('pending', 'retry', 'sending', 'dead')
-) q ON true
+    WHERE d.status IN ('pending', 'retry', 'sending', 'dead')
+    GROUP BY d.endpoint_id
+) q ON q.endpoint_id = e.id
 ORDER BY e.id;
 COMMENT ON VIEW v_webhook_health_dashboard IS 'Per endpoint: health, circuit, success rate, average response time, queue counts, last error.';
 

@@ -123,9 +123,11 @@ impl Cluster {
             row.expect("pg_conf_load_time").get(0)
         };
         let before = load_time();
-        self.client()
-            .batch_execute(&format!("ALTER SYSTEM SET {name} = {}; SELECT pg_reload_conf()", quote(value)))
-            .unwrap_or_else(|e| panic!("ALTER SYSTEM SET {name} = {value}: {e}"));
+        let mut db = self.client();
+        // Two statements: ALTER SYSTEM refuses to run in the implicit transaction of a batch.
+        db.batch_execute(&format!("ALTER SYSTEM SET {name} = {}", quote(value)))
+            .and_then(|_| db.batch_execute("SELECT pg_reload_conf()"))
+            .unwrap_or_else(|e| panic!("ALTER SYSTEM SET {name} = {value}: {e:?}"));
         assert!(wait_until(Duration::from_secs(5), || load_time() != before), "no reload after setting {name}");
     }
 

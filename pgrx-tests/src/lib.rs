@@ -2,6 +2,11 @@
 //! cluster with the library preloaded ([`Cluster`]), real HTTP(S) receivers on
 //! loopback ([`Receiver`], [`TestCa`]) and helpers over the outbox's SQL API
 //! ([`outbox`]). Nothing here is mocked; nothing leaves 127.0.0.0/8.
+//!
+//! Needs PostgreSQL 15 in /usr/lib/postgresql/15 with the extension installed
+//! (`cargo pgrx install`), and root (clusters then run as `postgres`) or the
+//! `postgres` user. Run with `cargo test --release -- --nocapture` to see the
+//! measured figures.
 
 mod cluster;
 pub mod outbox;

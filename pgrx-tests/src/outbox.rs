@@ -39,9 +39,7 @@ pub fn create_endpoint(db: &mut impl GenericClient, url: &str, opts: &EndpointOp
 
 /// One delivery of `payload` (event type `test.event`), committed.
 pub fn enqueue(db: &mut impl GenericClient, endpoint: i64, payload: &Value) -> i64 {
-    db.query_one("SELECT webhook_outbox.enqueue($1, 'test.event', $2)", &[&endpoint, payload])
-        .expect("enqueue")
-        .get(0)
+    db.query_one("SELECT webhook_outbox.enqueue($1, 'test.event', $2)", &[&endpoint, payload]).expect("enqueue").get(0)
 }
 
 /// `n` deliveries with payloads `{"seq": 1}` … `{"seq": n}`, committed together.
@@ -71,12 +69,7 @@ pub fn delivery(db: &mut impl GenericClient, id: i64) -> Delivery {
             &[&id],
         )
         .unwrap_or_else(|e| panic!("delivery {id}: {e}"));
-    Delivery {
-        status: row.get(0),
-        attempt_count: row.get(1),
-        last_status_code: row.get(2),
-        last_error: row.get(3),
-    }
+    Delivery { status: row.get(0), attempt_count: row.get(1), last_status_code: row.get(2), last_error: row.get(3) }
 }
 
 /// Waits for delivery `id` to reach `status`; panics with its state and
@@ -128,12 +121,7 @@ pub fn attempts(db: &mut impl GenericClient, delivery: i64) -> Vec<Attempt> {
     )
     .expect("attempts")
     .iter()
-    .map(|row| Attempt {
-        attempt_no: row.get(0),
-        status_code: row.get(1),
-        error: row.get(2),
-        duration_ms: row.get(3),
-    })
+    .map(|row| Attempt { attempt_no: row.get(0), status_code: row.get(1), error: row.get(2), duration_ms: row.get(3) })
     .collect()
 }
 

@@ -94,9 +94,7 @@ fn expired_lease_is_reclaimed() {
     });
     assert!(reclaimed, "the row was not reclaimed after its lease expired");
     assert_eq!(again, first);
-    let attempts: i32 = db
-        .query_one("SELECT attempt_count FROM webhook_outbox.deliveries WHERE id = $1", &[&first[0]])
-        .unwrap()
-        .get(0);
+    let attempts: i32 =
+        db.query_one("SELECT attempt_count FROM webhook_outbox.deliveries WHERE id = $1", &[&first[0]]).unwrap().get(0);
     assert_eq!(attempts, 2, "each claim counts an attempt");
 }

@@ -3,6 +3,7 @@
 use super::endpoints::spi_error;
 use super::invalid;
 use crate::worker::engine::Engine;
+use crate::worker::pool::Waker;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::time::Duration;
@@ -13,7 +14,8 @@ fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
     if max_rows < 1 {
         return Err(invalid(format!("max_rows must be at least 1, got {max_rows}"), ""));
     }
-    let mut engine = Engine::new().map_err(|e| invalid(e, "Check webhook_outbox.allowed_cidrs and webhook_outbox.ca_file."))?;
+    let waker = Waker::new().map_err(|e| invalid(format!("eventfd: {e}"), ""))?;
+    let mut engine = Engine::new(waker.clone()).map_err(|e| invalid(e, "Check webhook_outbox.allowed_cidrs and webhook_outbox.ca_file."))?;
     Spi::connect_mut(|client| {
         engine.claim(client, max_rows as usize).map_err(spi_error)?;
         // Everything runs inside this transaction: wait for the threads, then settle.
@@ -26,7 +28,8 @@ fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
                 return Ok(attempted);
             }
             pgrx::check_for_interrupts!();
-            wait_readable(engine.wake_fd(), Duration::from_millis(100));
+            wait_readable(waker.fd(), Duration::from_millis(100));
+            waker.clear();
         }
     })
 }

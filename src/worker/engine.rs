@@ -3,7 +3,7 @@
 //! `run_once` (in the caller's transaction). The caller owns transactions;
 //! the engine only runs statements.
 
-use super::pool::{Done, Job, Pool, Ticket};
+use super::pool::{Done, Job, Pool, Ticket, Waker};
 use super::ratelimit::{Admit, RateTable};
 use super::shmem;
 use crate::delivery::{self, Client, HttpConfig, Request};
@@ -31,6 +31,7 @@ pub struct Engine {
     pool: Pool,
     http: HttpConfig,
     concurrency: usize,
+    waker: Waker,
 }
 
 /// A slow endpoint may hold this many threads, so others always have one.
@@ -59,28 +60,25 @@ pub struct Settled {
 }
 
 impl Engine {
-    pub fn new() -> Result<Engine, String> {
+    /// `waker` is set whenever a job finishes.
+    pub fn new(waker: Waker) -> Result<Engine, String> {
         let http = guc::http_config()?;
         let concurrency = guc::concurrency();
-        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_threads(concurrency))
+        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_threads(concurrency), waker.clone())
             .map_err(|e| format!("cannot start delivery threads: {e}"))?;
-        Ok(Engine { pool, http, concurrency })
+        Ok(Engine { pool, http, concurrency, waker })
     }
 
     /// Apply changed settings after SIGHUP. A new thread count needs an idle pool.
     pub fn reload(&mut self) -> Result<(), String> {
         let http = guc::http_config()?;
         if guc::concurrency() != self.concurrency && self.pool.idle() {
-            *self = Engine::new()?;
+            *self = Engine::new(self.waker.clone())?;
         } else if http != self.http {
             self.pool.set_client(Client::new(&http)?);
             self.http = http;
         }
         Ok(())
-    }
-
-    pub fn wake_fd(&self) -> std::os::fd::RawFd {
-        self.pool.wake_fd()
     }
 
     /// Deliveries claimed and not yet settled.

@@ -1,13 +1,16 @@
 //! The background worker: registration, the loop, and waking it at commit.
 
 pub mod engine;
-mod pool;
+pub mod pool;
 pub mod ratelimit;
+mod scrape;
 pub mod shmem;
 
 use crate::guc::{self, Mode};
 use crate::settle::now_ms;
 use engine::Engine;
+use pool::Waker;
+use scrape::Scrape;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::prelude::*;
@@ -131,33 +134,37 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
 }
 
 fn run(index: usize) {
+    let waker = match Waker::new() {
+        Ok(w) => w,
+        Err(e) => {
+            warning!("webhook_outbox worker {index}: cannot create eventfd: {e}");
+            return;
+        }
+    };
     let mut engine: Option<Engine> = None;
-    let mut fd = -1;
+    let mut scrape: Option<Scrape> = None;
     let mut sleep = Duration::ZERO;
     let mut last_error = String::new();
     loop {
-        wait(fd, sleep);
+        wait(waker.fd(), sleep);
+        waker.clear();
         if BackgroundWorker::sigterm_received() {
             break;
         }
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            if let Some(e) = engine.as_mut() {
-                if let Err(err) = e.reload() {
-                    note_error(index, &mut last_error, &format!("reload: {err}"));
-                }
-                fd = e.wake_fd();
+            if let Some(Err(err)) = engine.as_mut().map(Engine::reload) {
+                note_error(index, &mut last_error, &format!("reload: {err}"));
             }
         }
-        let poll = Duration::from_millis(guc::poll_interval_ms());
-        sleep = poll;
+        if index == 0 {
+            serve_metrics(&mut scrape, &waker, &mut last_error);
+        }
+        sleep = Duration::from_millis(guc::poll_interval_ms());
         let e = match engine.as_mut() {
             Some(e) => e,
-            None => match Engine::new() {
-                Ok(e) => {
-                    fd = e.wake_fd();
-                    engine.insert(e)
-                }
+            None => match Engine::new(waker.clone()) {
+                Ok(e) => engine.insert(e),
                 Err(err) => {
                     note_error(index, &mut last_error, &err);
                     continue;
@@ -198,11 +205,11 @@ fn run(index: usize) {
             Spi::connect_mut(|c| {
                 let n = e.claim(c, want)?;
                 let due = if n < want { engine::next_due_ms(c)? } else { Some(0) };
-                Ok::<_, pgrx::spi::Error>((n, due))
+                Ok::<_, pgrx::spi::Error>(due)
             })
         });
         match claimed {
-            Ok(Ok((_, due))) => {
+            Ok(Ok(due)) => {
                 if let Some(ms) = due {
                     sleep = sleep.min(Duration::from_millis(ms as u64));
                 }
@@ -213,17 +220,52 @@ fn run(index: usize) {
         report_activity(c"waiting");
     }
     if let Some(e) = engine {
-        shutdown(e);
+        shutdown(e, &waker);
     }
+}
+
+/// Start, move or stop the /metrics listener as `metrics_listen` says, and
+/// answer a waiting scrape.
+fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut String) {
+    let address = guc::metrics_listen();
+    if scrape.as_ref().map(|s| s.address.as_str()) != Some(address.as_str()) {
+        // A listener thread cannot be stopped; a changed address starts a new
+        // one, and the old one keeps serving its last text until restart.
+        *scrape = None;
+        if !address.is_empty() {
+            let wake = waker.clone();
+            match Scrape::start(&address, move || wake.wake()) {
+                Ok(s) => {
+                    log!("webhook_outbox: serving GET /metrics on {address}");
+                    *scrape = Some(s);
+                }
+                Err(e) => note_error(0, last_error, &format!("metrics_listen {address}: {e}")),
+            }
+        }
+    }
+    if let Some(s) = scrape.as_ref().filter(|s| s.wanted()) {
+        match transaction(render_metrics) {
+            Ok(Ok(text)) => s.publish(text),
+            Ok(Err(e)) | Err(e) => s.publish(format!("# metrics unavailable: {e}\n")),
+        }
+    }
+}
+
+/// The Prometheus text of `webhook_outbox.metrics()`.
+fn render_metrics() -> Result<String, String> {
+    Spi::get_one::<String>("SELECT webhook_outbox.metrics()")
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "metrics() returned NULL".to_owned())
 }
 
 /// SIGTERM: claim nothing more, give back what has not started, let running
 /// requests finish (at most one HTTP timeout), settle everything.
-fn shutdown(mut e: Engine) {
+fn shutdown(mut e: Engine, waker: &Waker) {
     e.release_queued();
     let deadline = Instant::now() + e.timeout() + Duration::from_millis(500);
     while !e.idle() && Instant::now() < deadline {
-        wait(e.wake_fd(), Duration::from_millis(50));
+        wait(waker.fd(), Duration::from_millis(50));
+        waker.clear();
     }
     if let Err(err) = transaction(|| Spi::connect_mut(|c| e.settle(c))) {
         warning!("webhook_outbox: settling at shutdown failed, leases will expire: {err}");

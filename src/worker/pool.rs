@@ -4,7 +4,7 @@
 //! job round-robin from an endpoint that has fewer than `per_endpoint`
 //! requests running, so a slow or dead endpoint can hold at most that many
 //! threads and never the whole pool. Finished jobs are collected by the main
-//! thread, which is woken through an eventfd it waits on beside its latch.
+//! thread, which is woken through a [`Waker`] it waits on beside its latch.
 
 use crate::delivery::{Client, Outcome, Request};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -52,12 +52,43 @@ impl State {
     }
 }
 
+/// An eventfd the main thread waits on (beside its latch) and other threads
+/// write to when they have something for it.
+#[derive(Clone)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    pub fn new() -> std::io::Result<Waker> {
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Waker(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // An eventfd counter write only fails on overflow, which a reader prevents.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Reset the counter before looking for work.
+    pub fn clear(&self) {
+        let mut counter = 0u64;
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
     client: RwLock<Arc<Client>>,
     per_endpoint: usize,
-    wake: OwnedFd,
+    waker: Waker,
 }
 
 impl Shared {
@@ -65,12 +96,6 @@ impl Shared {
         // A panicking thread cannot leave State half-updated (no code that
         // can panic runs under the lock), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn signal_main(&self) {
-        let one: u64 = 1;
-        // An eventfd counter write only fails on overflow, which a reader prevents.
-        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 }
 
@@ -80,17 +105,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(client: Client, threads: usize, per_endpoint: usize) -> std::io::Result<Pool> {
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    pub fn new(client: Client, threads: usize, per_endpoint: usize, waker: Waker) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             client: RwLock::new(Arc::new(client)),
             per_endpoint: per_endpoint.max(1),
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            waker,
         });
         let threads = (0..threads.max(1))
             .map(|i| {
@@ -101,11 +122,6 @@ impl Pool {
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Pool { shared, threads })
-    }
-
-    /// The fd that becomes readable when jobs finish.
-    pub fn wake_fd(&self) -> RawFd {
-        self.shared.wake.as_raw_fd()
     }
 
     pub fn set_client(&self, client: Client) {
@@ -128,10 +144,8 @@ impl Pool {
         self.shared.work.notify_all();
     }
 
-    /// Finished jobs since the last call; clears the wake-up counter.
+    /// Finished jobs since the last call.
     pub fn take_done(&self) -> Vec<Done> {
-        let mut counter = 0u64;
-        unsafe { libc::read(self.wake_fd(), (&mut counter as *mut u64).cast(), 8) };
         std::mem::take(&mut self.shared.lock().done)
     }
 
@@ -162,7 +176,7 @@ impl Pool {
             });
         }
         drop(state);
-        self.shared.signal_main();
+        self.shared.waker.wake();
     }
 
     /// Nothing queued or running any more (finished jobs may still await `take_done`).
@@ -220,12 +234,12 @@ fn run(shared: &Shared) {
         }
         state.done.push(Done::Attempted(job.ticket, outcome));
         drop(state);
-        shared.signal_main();
+        shared.waker.wake();
     }
 }
 
 /// Postgres' signal handlers must run on the main thread, where they set its latch.
-fn block_signals() {
+pub fn block_signals() {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut set);

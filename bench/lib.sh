@@ -1,0 +1,54 @@
+# Shared by the bench scripts: a throwaway cluster with the library preloaded,
+# and nginx on loopback answering 204. Source it; call bench_cluster_start DIR PORT [extra conf lines].
+BIN=/usr/lib/postgresql/15/bin
+
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+bench_cluster_start() {
+    local dir=$1 port=$2; shift 2
+    as_postgres "$BIN/pg_ctl" -D "$dir" stop -m immediate >/dev/null 2>&1 || true
+    rm -rf "$dir"; mkdir -p "$dir"; [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    as_postgres "$BIN/initdb" -D "$dir" -A trust -U postgres >/dev/null
+    {
+        echo "port=$port"
+        echo "listen_addresses='127.0.0.1'"
+        echo "unix_socket_directories='$dir'"
+        echo "shared_preload_libraries='webhook_outbox'"
+        echo "shared_buffers=1GB"
+        echo "max_wal_size=8GB"
+        echo "webhook_outbox.allowed_cidrs='127.0.0.0/8'"
+        echo "webhook_outbox.allow_http=on"
+        for line in "$@"; do echo "$line"; done
+    } >> "$dir/postgresql.conf"
+    as_postgres "$BIN/pg_ctl" -D "$dir" -l "$dir/log" -w start >/dev/null
+    PSQL="psql -X -q -h $dir -p $port -U postgres -d postgres -v ON_ERROR_STOP=1"
+    $PSQL -c 'CREATE EXTENSION webhook_outbox'
+}
+
+bench_cluster_stop() { as_postgres "$BIN/pg_ctl" -D "$1" stop -m fast >/dev/null 2>&1 || true; }
+
+# nginx answering 204 to everything, one worker process, keep-alive without limit.
+nginx_start() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_buffer_size 16k;
+    server {
+        listen 127.0.0.1:$port;
+        location / { return 204; }
+    }
+}
+CONF
+    nginx_stop "$dir"
+    nginx -c "$dir/nginx.conf"
+}
+
+nginx_stop() { [ -f "$1/nginx.pid" ] && kill "$(cat "$1/nginx.pid")" 2>/dev/null; sleep 0.2; true; }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Throughput: drain N queued deliveries (300-byte payloads, rate limits off)
+# to nginx on loopback answering 204, with wrk's raw rate for the same request
+# as the ceiling, measured in the same run. Also worker RSS while draining.
+#   bench/throughput.sh [N]          (default 50000)
+# Needs the release build installed: cargo pgrx install --release --pg-config /usr/bin/pg_config
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./lib.sh
+N=${1:-50000}
+WORK=${BENCH_DIR:-/tmp/wo-bench}
+PGPORT=55440; HTTPPORT=18204
+mkdir -p "$WORK"
+nginx_start "$WORK/nginx" $HTTPPORT
+bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.mode='off'" "webhook_outbox.concurrency=${CONCURRENCY:-16}" "webhook_outbox.batch_size=${BATCH:-500}"
+trap 'bench_cluster_stop "$WORK/pg"; nginx_stop "$WORK/nginx"' EXIT
+
+PAYLOAD=$(python3 -c 'import json; print(json.dumps({"type":"order.paid","data":{"order_id":"ord_0000000001","customer":"cus_00000042","amount":1999,"currency":"EUR","items":[{"sku":"SKU-1","qty":1},{"sku":"SKU-2","qty":2}],"note":"x"*120}}, separators=(",",":")))')
+echo "payload bytes: ${#PAYLOAD}"
+
+# Ceiling: wrk POSTing the same body with 16 connections for 5 s.
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$PAYLOAD]]
+wrk.headers["content-type"] = "application/json"
+LUA
+WRK_RATE=$(wrk -t1 -c16 -d5s -s "$WORK/post.lua" "http://127.0.0.1:$HTTPPORT/" | awk '/Requests\/sec/ {print $2}')
+echo "wrk ceiling: $WRK_RATE requests/s"
+
+$PSQL <<SQL
+SELECT webhook_outbox.create_endpoint('http://127.0.0.1:$HTTPPORT/hook', 'bench', rate_limit_rps => 0) \gset
+INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, max_attempts)
+SELECT 1, 'evt-' || i, 'order.paid', '$PAYLOAD'::jsonb, 5 FROM generate_series(1, $N) i;
+CHECKPOINT;
+SQL
+WORKER_PID=$($PSQL -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE 'webhook_outbox%' LIMIT 1")
+rss() { awk '/VmRSS/ {print $2}' /proc/$WORKER_PID/status; }
+echo "queued: $N; worker pid $WORKER_PID, RSS before: $(rss) kB"
+
+$PSQL -c "ALTER SYSTEM SET webhook_outbox.mode = 'on'" -c "SELECT pg_reload_conf()" >/dev/null
+START=$(date +%s.%N); MAXRSS=0
+while :; do
+    LEFT=$($PSQL -Atc "SELECT count(*) FROM webhook_outbox.deliveries WHERE status <> 'sent'")
+    R=$(rss); [ "$R" -gt "$MAXRSS" ] && MAXRSS=$R
+    [ "$LEFT" = 0 ] && break
+    sleep 0.05
+done
+END=$(date +%s.%N)
+SECS=$(echo "$END - $START" | bc -l)
+RATE=$(echo "$N / $SECS" | bc -l)
+printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (wrk ceiling %s/s); worker RSS max %s kB, after %s kB\n' \
+    "$N" "$SECS" "$RATE" "$WRK_RATE" "$MAXRSS" "$(rss)"
+$PSQL -c "SELECT count(*) AS attempts, count(DISTINCT delivery_id) AS deliveries FROM webhook_outbox.attempts"
