@@ -21,7 +21,8 @@ bench_cluster_start() {
         for line in "$@"; do echo "$line"; done
     } >> "$dir/postgresql.conf"
     as_postgres "$BIN/pg_ctl" -D "$dir" -l "$dir/log" -w start >/dev/null
-    PSQL="psql -X -q -h $dir -p $port -U postgres -d postgres -v ON_ERROR_STOP=1"
+    # The psql binary itself: Debian's /usr/bin/psql is a Perl wrapper, too costly to poll with.
+    PSQL="$BIN/psql -X -q -h $dir -p $port -U postgres -d postgres -v ON_ERROR_STOP=1"
     $PSQL -c 'CREATE EXTENSION webhook_outbox'
 }
 

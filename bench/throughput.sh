@@ -40,14 +40,16 @@ echo "queued: $N; worker pid $WORKER_PID, RSS before: $(rss) kB"
 $PSQL -c "ALTER SYSTEM SET webhook_outbox.mode = 'on'" -c "SELECT pg_reload_conf()" >/dev/null
 START=$(date +%s.%N); MAXRSS=0
 while :; do
-    LEFT=$($PSQL -Atc "SELECT count(*) FROM webhook_outbox.deliveries WHERE status <> 'sent'")
+    # The worker's own counter (shared memory): polling it costs nothing.
+    DONE=$($PSQL -Atc "SELECT sent + failed FROM webhook_outbox.v_worker_status WHERE worker = 0")
     R=$(rss); [ "$R" -gt "$MAXRSS" ] && MAXRSS=$R
-    [ "$LEFT" = 0 ] && break
-    sleep 0.05
+    [ "$DONE" -ge "$N" ] && break
+    sleep 0.1
 done
 END=$(date +%s.%N)
 SECS=$(echo "$END - $START" | bc -l)
 RATE=$(echo "$N / $SECS" | bc -l)
 printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (wrk ceiling %s/s); worker RSS max %s kB, after %s kB\n' \
     "$N" "$SECS" "$RATE" "$WRK_RATE" "$MAXRSS" "$(rss)"
-$PSQL -c "SELECT count(*) AS attempts, count(DISTINCT delivery_id) AS deliveries FROM webhook_outbox.attempts"
+$PSQL -c "SELECT status, count(*) FROM webhook_outbox.deliveries GROUP BY status" \
+      -c "SELECT count(*) AS attempts, count(DISTINCT delivery_id) AS deliveries FROM webhook_outbox.attempts"

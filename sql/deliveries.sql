@@ -17,9 +17,13 @@ CREATE FUNCTION _claim(
     p_exclude bigint[] DEFAULT '{}',
     p_per_endpoint integer DEFAULT 2147483647
 ) RETURNS SETOF deliveries
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = webhook_outbox, pg_catalog, pg_temp
 AS $$
+BEGIN
+    -- PL/pgSQL rather than SQL: the plan is cached for the session, and the
+    -- worker calls this for every batch.
+    RETURN QUERY
     WITH gate AS (
         SELECT e.id AS endpoint_id, h.circuit_state <> 'closed' AS probing
         FROM endpoints e
@@ -71,7 +75,8 @@ AS $$
         attempt_count = d.attempt_count + 1
     FROM chosen c
     WHERE d.id = c.id
-    RETURNING d.*
+    RETURNING d.*;
+END
 $$;
 COMMENT ON FUNCTION _claim(integer, interval, bigint[], integer) IS 'Internal: the claim shared by get_ready_deliveries() and the worker.';
 

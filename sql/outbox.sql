@@ -75,7 +75,8 @@ CREATE FUNCTION emit(
     event_type text,
     payload jsonb,
     event_id text DEFAULT NULL,
-    subject_id text DEFAULT NULL
+    subject_id text DEFAULT NULL,
+    flag text DEFAULT NULL
 ) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = webhook_outbox, pg_catalog, pg_temp
@@ -90,10 +91,15 @@ BEGIN
     IF mode = 'off' THEN
         RETURN 0;
     END IF;
-    INSERT INTO deliveries (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts)
+    -- A NULL subject has no bucket: it passes only a flag at 100% (src/rollout/bucket.rs).
+    IF emit.flag IS NOT NULL AND NOT should_emit_event(emit.flag, emit.subject_id) THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO deliveries (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts, flag_key)
     SELECT e.id, key, emit.event_type, emit.payload, emit.subject_id,
            CASE mode WHEN 'shadow' THEN 'shadow' ELSE 'pending' END,
-           coalesce(e.max_attempts, current_setting('webhook_outbox.max_attempts')::integer)
+           coalesce(e.max_attempts, current_setting('webhook_outbox.max_attempts')::integer),
+           emit.flag
     FROM endpoints e
     WHERE e.enabled AND (e.event_types IS NULL OR emit.event_type = ANY (e.event_types))
     ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING;
@@ -101,9 +107,11 @@ BEGIN
     RETURN created;
 END
 $$;
-COMMENT ON FUNCTION emit(text, jsonb, text, text) IS
+COMMENT ON FUNCTION emit(text, jsonb, text, text, text) IS
 'Queue an event for every enabled endpoint subscribed to event_type, in the current transaction; returns rows created. '
-'One event_id (generated when NULL) for all endpoints. Safe to call from a trigger.';
+'One event_id (generated when NULL) for all endpoints. Safe to call from a trigger. '
+'With a flag, nothing is queued unless should_emit_event(flag, subject_id) (a NULL subject passes only at 100%); '
+'the rows record the flag in flag_key, counted by v_rollout_status.';
 
 -- Wake the worker when a transaction that queued (or requeued) deliveries commits.
 CREATE FUNCTION _wake_trigger() RETURNS trigger

@@ -40,6 +40,7 @@ CREATE TABLE deliveries (
     created_at       timestamptz NOT NULL DEFAULT now(),
     sent_at          timestamptz,
     dead_at          timestamptz,
+    flag_key         text,
     UNIQUE (endpoint_id, event_id)
 );
 -- Partial indexes: a status change only touches the index of the new status,
@@ -49,10 +50,13 @@ CREATE INDEX deliveries_leased_idx ON deliveries (locked_until) WHERE status = '
 CREATE INDEX deliveries_sent_idx ON deliveries (sent_at) WHERE status = 'sent';
 CREATE INDEX deliveries_dead_idx ON deliveries (dead_at) WHERE status = 'dead';
 CREATE INDEX deliveries_shadow_idx ON deliveries (created_at) WHERE status = 'shadow';
+-- v_rollout_status counts recent events per flag; most rows carry none.
+CREATE INDEX deliveries_flag_idx ON deliveries (flag_key, created_at) WHERE flag_key IS NOT NULL;
 COMMENT ON TABLE deliveries IS 'The outbox: one row per (endpoint, event). Written in the caller''s transaction; delivered by the worker.';
 COMMENT ON COLUMN deliveries.event_id IS 'Idempotency key, unique per endpoint; sent as webhook-id.';
 COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | sending (leased until locked_until) | retry | sent | dead.';
 COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts one.';
+COMMENT ON COLUMN deliveries.flag_key IS 'The rollout flag emit() checked before writing this row (feature_flags.flag_key, not a foreign key); NULL = none.';
 
 CREATE TABLE attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -12,6 +12,8 @@ mod circuit;
 pub mod delivery;
 mod guc;
 mod outcome;
+mod plans;
+mod rollout;
 mod schema;
 mod settle;
 mod worker;
@@ -27,6 +29,7 @@ pub extern "C-unwind" fn _PG_init() {
         return;
     }
     worker::shmem::init();
+    rollout::init_shmem();
     worker::register();
 }
 

@@ -4,7 +4,7 @@
 
 use crate::circuit::{CircuitState, Health};
 use crate::outcome::{self, Verdict};
-use crate::guc;
+use crate::{guc, plans};
 use pgrx::spi::{self, SpiClient};
 use std::collections::BTreeMap;
 
@@ -55,7 +55,8 @@ pub fn settle(
         (None, Some(code)) if !(200..=299).contains(&code) => Some(format!("HTTP {code}")),
         _ => None,
     };
-    let settled = client.update(
+    let settled = plans::execute(
+        client,
         "WITH r AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[],
                                   $6::bigint[], $7::text[], $8::int[], $9::bigint[])
@@ -81,7 +82,6 @@ pub fn settle(
              FROM r JOIN upd USING (id)
          )
          SELECT id, status FROM upd",
-        None,
         &[
             results.iter().map(|r| r.delivery_id).collect::<Vec<_>>().into(),
             verdicts.iter().map(|v| v.status()).collect::<Vec<_>>().into(),
@@ -150,7 +150,8 @@ pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi:
         ids
     };
     let mut rows: BTreeMap<i64, Health> = BTreeMap::new();
-    let loaded = client.update(
+    let loaded = plans::execute(
+        client,
         "SELECT webhook_id, total_deliveries, successful_deliveries, failed_deliveries,
                 consecutive_failures, avg_response_time_ms, last_status_code,
                 (extract(epoch FROM last_success_at) * 1000)::bigint,
@@ -161,7 +162,6 @@ pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi:
          WHERE webhook_id = ANY ($1)
          ORDER BY webhook_id
          FOR UPDATE",
-        None,
         &[ids.into()],
     )?;
     for row in loaded {
@@ -191,7 +191,8 @@ pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi:
         }
     }
     let hs: Vec<&Health> = rows.values().collect();
-    client.update(
+    plans::execute(
+        client,
         "UPDATE webhook_outbox.health_metrics h
          SET total_deliveries = u.total, successful_deliveries = u.ok, failed_deliveries = u.failed,
              consecutive_failures = u.consecutive, avg_response_time_ms = u.avg_ms,
@@ -205,7 +206,6 @@ pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi:
                      $7::int[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
              AS u(id, total, ok, failed, consecutive, avg_ms, code, success_at, failure_at, err, health, circuit, opened_at)
          WHERE h.webhook_id = u.id",
-        None,
         &[
             rows.keys().copied().collect::<Vec<_>>().into(),
             hs.iter().map(|h| h.total).collect::<Vec<_>>().into(),
@@ -232,7 +232,8 @@ pub fn release(client: &mut SpiClient<'_>, deliveries: &[(i64, i32, i64)]) -> sp
     if deliveries.is_empty() {
         return Ok(());
     }
-    client.update(
+    plans::execute(
+        client,
         "UPDATE webhook_outbox.deliveries d
          SET status = CASE WHEN d.attempt_count > 1 THEN 'retry' ELSE 'pending' END,
              attempt_count = d.attempt_count - 1,
@@ -240,7 +241,6 @@ pub fn release(client: &mut SpiClient<'_>, deliveries: &[(i64, i32, i64)]) -> sp
              next_attempt_at = greatest(to_timestamp(r.at_ms / 1000.0), now())
          FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS r(id, attempt_no, at_ms)
          WHERE d.id = r.id AND d.status = 'sending' AND d.attempt_count = r.attempt_no",
-        None,
         &[
             deliveries.iter().map(|d| d.0).collect::<Vec<_>>().into(),
             deliveries.iter().map(|d| d.1).collect::<Vec<_>>().into(),

@@ -6,19 +6,6 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 
-/// Headers the extension sets itself; an endpoint may not override them.
-const RESERVED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "host",
-    "transfer-encoding",
-    "connection",
-    "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
-
 #[pg_extern(volatile, security_definer)]
 #[search_path(webhook_outbox, pg_catalog, pg_temp)]
 fn create_endpoint(
@@ -124,26 +111,10 @@ fn check_headers(headers: &serde_json::Value) -> Result<(), ErrorReport> {
         .as_object()
         .ok_or_else(|| invalid("headers must be a JSON object", hint))?;
     for (name, value) in map {
-        let valid_name = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid_name {
-            return Err(invalid(format!("header name {name:?} is not a valid HTTP header name"), hint));
-        }
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(invalid(
-                format!("header {name:?} is set by webhook_outbox and cannot be overridden"),
-                "",
-            ));
-        }
-        let valid_value = value
+        let value = value
             .as_str()
-            .is_some_and(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)));
-        if !valid_value {
-            return Err(invalid(
-                format!("header {name:?} must have a printable ASCII string value"),
-                hint,
-            ));
-        }
+            .ok_or_else(|| invalid(format!("header \"{name}\" must have a string value"), hint))?;
+        delivery::validate_header(name, value).map_err(|e| invalid(e, ""))?;
     }
     Ok(())
 }

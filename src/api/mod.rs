@@ -1,7 +1,11 @@
 //! SQL-callable functions written in Rust. The rest of the API is SQL, in `sql/`.
 
 mod attempts;
+mod backfill;
 mod endpoints;
+pub mod metrics;
+#[cfg(any(test, feature = "pg_test"))]
+mod operations_tests;
 mod run;
 
 use pgrx::pg_sys::panic::ErrorReport;

@@ -81,7 +81,7 @@ pub struct HttpConfig {
 }
 
 /// One delivery attempt.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Request {
     pub url: String,
     /// `webhook-id`: the same for every attempt of one delivery.
@@ -95,6 +95,20 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The decoded `whsec_` secret.
     pub signing_key: Vec<u8>,
+}
+
+/// Keeps the signing key out of logs.
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("url", &self.url)
+            .field("webhook_id", &self.webhook_id)
+            .field("timestamp", &self.timestamp)
+            .field("body", &self.body)
+            .field("headers", &self.headers)
+            .field("signing_key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What happened to one attempt.
@@ -133,7 +147,9 @@ impl fmt::Debug for Client {
 /// Checks one of an endpoint's extra headers, for `create_endpoint`.
 pub fn validate_header(name: &str, value: &str) -> Result<(), String> {
     if HeaderName::from_bytes(name.as_bytes()).is_err() {
-        return Err(format!("header name \"{name}\" is not a valid HTTP header name"));
+        return Err(format!(
+            "header name \"{name}\" is not a valid HTTP header name"
+        ));
     }
     if is_reserved(name) {
         return Err(format!(
@@ -149,7 +165,9 @@ pub fn validate_header(name: &str, value: &str) -> Result<(), String> {
 }
 
 fn is_reserved(name: &str) -> bool {
-    RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name))
+    RESERVED_HEADERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
 }
 
 impl Client {
@@ -162,7 +180,9 @@ impl Client {
             ));
         }
         let tls = TlsConfig::builder()
-            .root_certs(root_certs(cfg.ca_file.as_deref().filter(|p| !p.is_empty()))?)
+            .root_certs(root_certs(
+                cfg.ca_file.as_deref().filter(|p| !p.is_empty()),
+            )?)
             .build();
         let pool = cfg.max_connections.max(1);
         let config = Agent::config_builder()
@@ -241,13 +261,20 @@ impl Client {
             format!("redirect not followed (status {status} to {location})")
         });
         let retry_after = match status {
-            429 | 503 => header_text(RETRY_AFTER)
-                .and_then(|v| parse_retry_after(&v, SystemTime::now())),
+            429 | 503 => {
+                header_text(RETRY_AFTER).and_then(|v| parse_retry_after(&v, SystemTime::now()))
+            }
             _ => None,
         };
         let (response_prefix, body_error) = match read_prefix(response.body_mut()) {
             Ok(prefix) => (prefix, None),
-            Err(e) => (None, Some(format!("reading response body: {}", self.explain(&e, https).0))),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "reading response body: {}",
+                    self.explain(&e, https).0
+                )),
+            ),
         };
         Ok(Outcome {
             status: Some(status),
@@ -272,7 +299,10 @@ impl Client {
                 format!("timeout: no connection within {:?}", self.connect_timeout)
             }
             E::Timeout(phase) => {
-                format!("timeout: no complete response within {:?} ({phase})", self.timeout)
+                format!(
+                    "timeout: no complete response within {:?} ({phase})",
+                    self.timeout
+                )
             }
             E::Io(e) => match e.kind() {
                 io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
@@ -377,7 +407,10 @@ fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let digits = s.get(range)?;
-        digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse().ok())?
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| digits.parse().ok())?
     };
     let day = num(5..7)?;
     let month = MONTHS.iter().position(|m| Some(*m) == s.get(8..11))? as i64 + 1;
@@ -411,8 +444,11 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[derive(Debug)]
 struct GuardedResolver {
     allowed: Vec<Cidr>,
-    cache: Mutex<HashMap<Box<str>, (Instant, Arc<[IpAddr]>)>>,
+    cache: Mutex<DnsCache>,
 }
+
+/// Host name → when it was resolved, and to what.
+type DnsCache = HashMap<Box<str>, (Instant, Arc<[IpAddr]>)>;
 
 /// A failed lookup, with the host it was for.
 #[derive(Debug)]
@@ -491,7 +527,7 @@ impl GuardedResolver {
                 return Ok(ips.clone());
             }
         }
-        let ips = getaddrinfo(host, timeout)?;
+        let ips = resolve_with_timeout(host, timeout)?;
         let mut cache = cache();
         if cache.len() >= DNS_CACHE_SOFT_LIMIT {
             cache.retain(|_, (at, _)| at.elapsed() < DNS_CACHE_TTL);
@@ -504,7 +540,7 @@ impl GuardedResolver {
 /// getaddrinfo on a helper thread, so a hanging DNS server costs at most the
 /// attempt's remaining time (getaddrinfo itself has no timeout). Only cache
 /// misses get here.
-fn getaddrinfo(host: &str, timeout: &NextTimeout) -> Result<Arc<[IpAddr]>, ureq::Error> {
+fn resolve_with_timeout(host: &str, timeout: &NextTimeout) -> Result<Arc<[IpAddr]>, ureq::Error> {
     let (tx, rx) = mpsc::sync_channel(1);
     let name = host.to_owned();
     thread::Builder::new()
@@ -591,11 +627,18 @@ mod tests {
             ("Webhook-Signature".into(), "v1,forged".into()),
         ];
         let outcome = loopback_client().send(&req);
-        assert_eq!((outcome.status, outcome.error, outcome.response_prefix), (Some(204), None, None));
+        assert_eq!(
+            (outcome.status, outcome.error, outcome.response_prefix),
+            (Some(204), None, None)
+        );
 
         let seen = server.next_request();
         assert_eq!(seen.request_line, "POST /hooks/in?tenant=7 HTTP/1.1");
-        assert_eq!(seen.body, req.body.as_bytes(), "body must be sent byte for byte");
+        assert_eq!(
+            seen.body,
+            req.body.as_bytes(),
+            "body must be sent byte for byte"
+        );
         assert_eq!(seen.header("content-type"), "application/json");
         assert_eq!(seen.header("content-length"), req.body.len().to_string());
         assert_eq!(seen.header("user-agent"), "webhook_outbox-test/1");
@@ -603,7 +646,8 @@ mod tests {
         assert_eq!(seen.header("authorization"), "Bearer t0ken");
         assert_eq!(seen.header("webhook-id"), "msg_2Zx8bWkQ");
         assert_eq!(seen.header("webhook-timestamp"), "1700000000");
-        let expected = reference_signature(&req.signing_key, "msg_2Zx8bWkQ", "1700000000", &seen.body);
+        let expected =
+            reference_signature(&req.signing_key, "msg_2Zx8bWkQ", "1700000000", &seen.body);
         assert_eq!(seen.header("webhook-signature"), expected);
     }
 
@@ -635,8 +679,16 @@ mod tests {
     #[test]
     fn redirect_is_not_followed() {
         let server = serve(|req| {
-            assert!(req.request_line.starts_with("POST /old "), "followed to {}", req.request_line);
-            Some(response(302, &[("location", "http://127.0.0.1:1/new")], b""))
+            assert!(
+                req.request_line.starts_with("POST /old "),
+                "followed to {}",
+                req.request_line
+            );
+            Some(response(
+                302,
+                &[("location", "http://127.0.0.1:1/new")],
+                b"",
+            ))
         });
         let outcome = loopback_client().send(&request(server.url("/old")));
         assert_eq!(outcome.status, Some(302));
@@ -655,7 +707,11 @@ mod tests {
             let server = serve(move |_| Some(response(status, &[("retry-after", "7")], b"")));
             let outcome = loopback_client().send(&request(server.url("/")));
             assert_eq!(outcome.status, Some(status));
-            assert_eq!(outcome.retry_after, want.map(Duration::from_secs), "status {status}");
+            assert_eq!(
+                outcome.retry_after,
+                want.map(Duration::from_secs),
+                "status {status}"
+            );
         }
     }
 
@@ -671,7 +727,10 @@ mod tests {
             ("Sun, 06 Nov 1994 08:48:07 GMT", Some(0)),
             ("Sun, 06 Nov 1994 08:40:00 GMT", Some(0)), // in the past
             ("Mon, 07 Nov 1994 08:49:37 GMT", Some(90 + 86_400)),
-            ("Thu, 29 Feb 2024 00:00:00 GMT", Some(1_709_164_800 - 784_111_777 + 90)),
+            (
+                "Thu, 29 Feb 2024 00:00:00 GMT",
+                Some(1_709_164_800 - 784_111_777 + 90),
+            ),
             ("Sun, 06 Nov 1994 08:49:37 UTC", None),
             ("Sunday, 06-Nov-94 08:49:37 GMT", None), // obsolete RFC 850 form
             ("Sun, 06 Foo 1994 08:49:37 GMT", None),
@@ -683,7 +742,11 @@ mod tests {
             ("99999999999999999999999", None),
         ];
         for &(value, want) in cases {
-            assert_eq!(parse_retry_after(value, now), want.map(Duration::from_secs), "{value:?}");
+            assert_eq!(
+                parse_retry_after(value, now),
+                want.map(Duration::from_secs),
+                "{value:?}"
+            );
         }
     }
 
@@ -694,17 +757,87 @@ mod tests {
             timeout: Duration::from_millis(300),
             ..config("127.0.0.0/8")
         };
-        let outcome = Client::new(&cfg).expect("client").send(&request(server.url("/")));
+        let outcome = Client::new(&cfg)
+            .expect("client")
+            .send(&request(server.url("/")));
         assert_eq!(outcome.status, None);
         let error = outcome.error.unwrap_or_default();
-        assert!(error.starts_with("timeout: no complete response within 300ms"), "{error}");
+        assert!(
+            error.starts_with("timeout: no complete response within 300ms"),
+            "{error}"
+        );
         assert!(!outcome.permanent);
-        assert!((250..3000).contains(&outcome.duration_ms), "{}", outcome.duration_ms);
+        assert!(
+            (250..3000).contains(&outcome.duration_ms),
+            "{}",
+            outcome.duration_ms
+        );
+    }
+
+    /// A loopback listener with a full accept queue: the kernel drops further
+    /// SYNs, so a new connection hangs until the client gives up.
+    fn saturated_listener() -> (TcpListener, Vec<std::net::TcpStream>) {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor owned by `listener` from
+        // the moment it exists.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            let listener = TcpListener::from_raw_fd(fd);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
+                0
+            );
+            assert_eq!(libc::listen(fd, 0), 0);
+            listener
+        };
+        let target = listener.local_addr().expect("addr");
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+                Ok(stream) => fillers.push(stream),
+                Err(_) => return (listener, fillers),
+            }
+        }
+        panic!("the accept queue never filled up");
+    }
+
+    #[test]
+    fn connect_timeout_is_reported() {
+        let (listener, _fillers) = saturated_listener();
+        let cfg = HttpConfig {
+            connect_timeout: Duration::from_millis(300),
+            ..config("127.0.0.0/8")
+        };
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let outcome = Client::new(&cfg).expect("client").send(&request(url));
+        assert_eq!(outcome.status, None);
+        assert_eq!(
+            outcome.error.as_deref(),
+            Some("timeout: no connection within 300ms")
+        );
+        assert!(
+            (250..3000).contains(&outcome.duration_ms),
+            "{}",
+            outcome.duration_ms
+        );
     }
 
     #[test]
     fn connection_refused_is_reported() {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
         let outcome = loopback_client().send(&request(format!("http://127.0.0.1:{port}/")));
         assert_eq!(outcome.status, None);
         assert_eq!(outcome.error.as_deref(), Some("connection refused"));
@@ -718,21 +851,45 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         let client = Client::new(&config("")).expect("client");
         let cases = [
-            ("127.0.0.1", "refused by SSRF guard: 127.0.0.1 is loopback (rule loopback)"),
+            (
+                "127.0.0.1",
+                "refused by SSRF guard: 127.0.0.1 is loopback (rule loopback)",
+            ),
             ("localhost", "refused by SSRF guard: localhost resolves to "),
-            ("127.1", "127.1 resolves to 127.0.0.1, which is loopback (rule loopback)"),
-            ("2130706433", "2130706433 resolves to 127.0.0.1, which is loopback (rule loopback)"),
-            ("0x7f000001", "0x7f000001 resolves to 127.0.0.1, which is loopback (rule loopback)"),
-            ("[::ffff:127.0.0.1]", "::ffff:127.0.0.1 is loopback (rule loopback)"),
+            (
+                "127.1",
+                "127.1 resolves to 127.0.0.1, which is loopback (rule loopback)",
+            ),
+            (
+                "2130706433",
+                "2130706433 resolves to 127.0.0.1, which is loopback (rule loopback)",
+            ),
+            (
+                "0x7f000001",
+                "0x7f000001 resolves to 127.0.0.1, which is loopback (rule loopback)",
+            ),
+            (
+                "[::ffff:127.0.0.1]",
+                "::ffff:127.0.0.1 is loopback (rule loopback)",
+            ),
             ("[::1]", "::1 is loopback (rule loopback)"),
-            ("0.0.0.0", "0.0.0.0 is the unspecified (this-host) address (rule unspecified)"),
-            ("[::]", ":: is the unspecified (this-host) address (rule unspecified)"),
+            (
+                "0.0.0.0",
+                "0.0.0.0 is the unspecified (this-host) address (rule unspecified)",
+            ),
+            (
+                "[::]",
+                ":: is the unspecified (this-host) address (rule unspecified)",
+            ),
         ];
         for (host, want) in cases {
             let outcome = client.send(&request(format!("http://{host}:{port}/")));
             let error = outcome.error.unwrap_or_default();
             assert!(error.contains(want), "{host}: {error}");
-            assert!(error.contains("add it to webhook_outbox.allowed_cidrs"), "{host}: {error}");
+            assert!(
+                error.contains("add it to webhook_outbox.allowed_cidrs"),
+                "{host}: {error}"
+            );
             assert!(outcome.permanent, "{host}");
             assert_eq!(outcome.status, None, "{host}");
         }
@@ -750,11 +907,21 @@ mod tests {
         let server = serve(|_| Some(response(200, &[], b"")));
         let client = loopback_client();
         for _ in 0..3 {
-            let outcome = client.send(&request(format!("http://localhost:{}/", server.addr.port())));
+            let outcome = client.send(&request(format!(
+                "http://localhost:{}/",
+                server.addr.port()
+            )));
             assert_eq!((outcome.status, outcome.error), (Some(200), None));
         }
-        let outcome = client.send(&request(format!("http://[::ffff:127.0.0.1]:{}/", server.addr.port())));
-        assert_eq!((outcome.status, outcome.error), (Some(200), None), "mapped form of an allowed address");
+        let outcome = client.send(&request(format!(
+            "http://[::ffff:127.0.0.1]:{}/",
+            server.addr.port()
+        )));
+        assert_eq!(
+            (outcome.status, outcome.error),
+            (Some(200), None),
+            "mapped form of an allowed address"
+        );
     }
 
     #[test]
@@ -781,7 +948,12 @@ mod tests {
         let client = loopback_client();
         for i in 0..200 {
             let outcome = client.send(&request(server.url("/")));
-            assert_eq!(outcome.status, Some(204), "request {i}: {:?}", outcome.error);
+            assert_eq!(
+                outcome.status,
+                Some(204),
+                "request {i}: {:?}",
+                outcome.error
+            );
         }
         assert_eq!(server.connections(), 1);
     }
@@ -802,7 +974,11 @@ mod tests {
         for worker in workers {
             assert!(worker.join().expect("worker thread"), "every send succeeds");
         }
-        assert!(server.connections() <= 4, "{} connections", server.connections());
+        assert!(
+            server.connections() <= 4,
+            "{} connections",
+            server.connections()
+        );
     }
 
     #[test]
@@ -812,7 +988,10 @@ mod tests {
         req.headers = vec![("x-note".into(), "line\r\nbreak".into())];
         let outcome = loopback_client().send(&req);
         assert!(outcome.permanent);
-        assert!(outcome.error.unwrap_or_default().starts_with("invalid request"));
+        assert!(outcome
+            .error
+            .unwrap_or_default()
+            .starts_with("invalid request"));
         assert!(server.received().is_empty());
     }
 
@@ -822,10 +1001,22 @@ mod tests {
         assert_eq!(validate_header("authorization", "Bearer x"), Ok(()));
         assert_eq!(validate_header("user-agent", "custom/1"), Ok(()));
         let cases = [
-            ("bad header", "x", "\"bad header\" is not a valid HTTP header name"),
+            (
+                "bad header",
+                "x",
+                "\"bad header\" is not a valid HTTP header name",
+            ),
             ("", "x", "\"\" is not a valid HTTP header name"),
-            ("Content-Type", "text/plain", "\"Content-Type\" is set by webhook_outbox"),
-            ("webhook-signature", "v1,x", "is set by webhook_outbox and cannot be overridden"),
+            (
+                "Content-Type",
+                "text/plain",
+                "\"Content-Type\" is set by webhook_outbox",
+            ),
+            (
+                "webhook-signature",
+                "v1,x",
+                "is set by webhook_outbox and cannot be overridden",
+            ),
             ("Host", "evil.example", "\"Host\" is set by webhook_outbox"),
             ("transfer-encoding", "chunked", "is set by webhook_outbox"),
             ("x-note", "a\nb", "\"x-note\" has an invalid value"),
@@ -841,7 +1032,11 @@ mod tests {
     fn prefix_text_is_safe_for_postgres_text() {
         assert_eq!(prefix_text(b"plain"), "plain");
         assert_eq!(prefix_text("ab\u{e9}".as_bytes()), "abé");
-        assert_eq!(prefix_text(&"abé".as_bytes()[..3]), "ab", "cut character dropped");
+        assert_eq!(
+            prefix_text(&"abé".as_bytes()[..3]),
+            "ab",
+            "cut character dropped"
+        );
         assert_eq!(prefix_text(b"a\0b"), "a\u{FFFD}b");
         assert_eq!(prefix_text(b"a\xffb"), "a\u{FFFD}b");
     }
@@ -873,14 +1068,24 @@ mod tests {
             ..config("")
         };
         let err = Client::new(&bad_agent).unwrap_err();
-        assert!(err.starts_with("webhook_outbox.user_agent \"line\\nbreak\""), "{err}");
+        assert!(
+            err.starts_with("webhook_outbox.user_agent \"line\\nbreak\""),
+            "{err}"
+        );
 
         let dir = std::env::temp_dir();
         let missing = dir.join("webhook_outbox-no-such-ca.pem");
-        let no_certs = dir.join(format!("webhook_outbox-no-certs-{}.pem", std::process::id()));
+        let no_certs = dir.join(format!(
+            "webhook_outbox-no-certs-{}.pem",
+            std::process::id()
+        ));
         let bad_pem = dir.join(format!("webhook_outbox-bad-pem-{}.pem", std::process::id()));
         fs::write(&no_certs, "just text\n").expect("write");
-        fs::write(&bad_pem, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").expect("write");
+        fs::write(
+            &bad_pem,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
         let cases = [
             (&missing, "cannot read"),
             (&no_certs, "holds no \"BEGIN CERTIFICATE\" block"),
@@ -893,7 +1098,11 @@ mod tests {
                 ..config("")
             };
             let err = Client::new(&cfg).unwrap_err();
-            assert!(err.starts_with(&format!("webhook_outbox.ca_file: \"{path}\"")) || err.contains(&path), "{err}");
+            assert!(
+                err.starts_with(&format!("webhook_outbox.ca_file: \"{path}\""))
+                    || err.contains(&path),
+                "{err}"
+            );
             assert!(err.contains(want), "{err}");
         }
         let _ = fs::remove_file(no_certs);

@@ -12,5 +12,7 @@ mod test_server;
 mod tls_tests;
 
 pub use http::{validate_header, Client, HttpConfig, Outcome, Request};
-pub use policy::{check_ip, classify, parse_cidrs, validate_url, Cidr, Refusal, Rule, TargetUrl, UrlError};
+pub use policy::{
+    check_ip, classify, parse_cidrs, validate_url, Cidr, Refusal, Rule, TargetUrl, UrlError,
+};
 pub use signature::{decode_secret, generate_secret, sign, validate_secret, SecretError};

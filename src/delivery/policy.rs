@@ -32,9 +32,15 @@ pub struct TargetUrl {
 pub enum UrlError {
     Empty,
     /// Whitespace, a control character or a non-ASCII character, at a byte offset.
-    BadChar { ch: char, at: usize },
+    BadChar {
+        ch: char,
+        at: usize,
+    },
     Fragment(String),
-    Malformed { url: String, reason: String },
+    Malformed {
+        url: String,
+        reason: String,
+    },
     MissingScheme(String),
     UnsupportedScheme(String),
     MissingHost(String),
@@ -48,10 +54,15 @@ impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UrlError::Empty => f.write_str("webhook URL is empty"),
+            UrlError::BadChar { ch: ' ', at } => write!(
+                f,
+                "webhook URL contains a space at byte {at}; remove it or percent-encode it"
+            ),
             UrlError::BadChar { ch, at } if ch.is_ascii() => write!(
                 f,
-                "webhook URL contains {} at byte {at}; remove it or percent-encode it",
-                if *ch == ' ' { "a space".to_owned() } else { format!("control character U+{:04X}", *ch as u32) }
+                "webhook URL contains control character U+{:04X} at byte {at}; \
+                 remove it or percent-encode it",
+                u32::from(*ch)
             ),
             UrlError::BadChar { ch, at } => write!(
                 f,
@@ -111,25 +122,27 @@ pub fn validate_url(url: &str, allow_http: bool) -> Result<TargetUrl, UrlError> 
     if let Some((_, frag)) = url.split_once('#') {
         return Err(UrlError::Fragment(frag.to_owned()));
     }
-    let uri: Uri = url.parse().map_err(|e: ureq::http::uri::InvalidUri| UrlError::Malformed {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: ureq::http::uri::InvalidUri| UrlError::Malformed {
+            url: redacted(url),
+            reason: e.to_string(),
+        })?;
     let scheme_https = match uri.scheme_str() {
-        None => return Err(UrlError::MissingScheme(url.to_owned())),
+        None => return Err(UrlError::MissingScheme(redacted(url))),
         Some(s) if s.eq_ignore_ascii_case("https") => true,
         Some(s) if s.eq_ignore_ascii_case("http") => false,
         Some(s) => return Err(UrlError::UnsupportedScheme(s.to_owned())),
     };
     let Some(authority) = uri.authority() else {
-        return Err(UrlError::MissingHost(url.to_owned()));
+        return Err(UrlError::MissingHost(redacted(url)));
     };
     if authority.as_str().contains('@') {
         return Err(UrlError::Credentials);
     }
     let host = authority.host();
     if host.is_empty() {
-        return Err(UrlError::MissingHost(url.to_owned()));
+        return Err(UrlError::MissingHost(redacted(url)));
     }
     let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(inner) if inner.parse::<Ipv6Addr>().is_ok() => inner,
@@ -137,7 +150,11 @@ pub fn validate_url(url: &str, allow_http: bool) -> Result<TargetUrl, UrlError> 
         None => host,
     };
     // The parser keeps an unparsable port as text and reports it as absent.
-    let port = match authority.as_str()[authority.host().len()..].strip_prefix(':') {
+    let after_host = authority
+        .as_str()
+        .get(authority.host().len()..)
+        .unwrap_or("");
+    let port = match after_host.strip_prefix(':') {
         None => {
             if scheme_https {
                 443
@@ -159,6 +176,19 @@ pub fn validate_url(url: &str, allow_http: bool) -> Result<TargetUrl, UrlError> 
         port,
         uri,
     })
+}
+
+/// `url` for an error message, with anything before an `@` in the authority
+/// (a password, typically) masked.
+fn redacted(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
 }
 
 /// An IPv4 or IPv6 network, as in `webhook_outbox.allowed_cidrs`.
@@ -186,16 +216,20 @@ impl Cidr {
 
     /// True when `ip` is inside this network. Families never match each other.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                (net.to_bits() ^ ip.to_bits()) & mask == 0
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
-                (net.to_bits() ^ ip.to_bits()) & mask == 0
-            }
-            _ => false,
+        self.addr.is_ipv4() == ip.is_ipv4() && network(ip, self.len) == self.addr
+    }
+}
+
+/// `ip` with every bit after the first `len` cleared.
+fn network(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask))
         }
     }
 }
@@ -225,39 +259,29 @@ impl FromStr for Cidr {
                 Ok(n) if n <= max && l.bytes().all(|b| b.is_ascii_digit()) => n,
                 _ => {
                     return Err(format!(
-                        "\"{s}\" is not a CIDR: prefix length \"{l}\" must be a number from 0 to {max}"
-                    ))
+                    "\"{s}\" is not a CIDR: prefix length \"{l}\" must be a number from 0 to {max}"
+                ))
                 }
             },
         };
-        let cidr = Cidr { addr, len };
         // Like Postgres' cidr type: a set host bit is almost always a typo.
-        let network = match addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from_bits(
-                a.to_bits() & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0),
-            )),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from_bits(
-                a.to_bits() & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
-            )),
-        };
-        if network != addr {
+        let net = network(addr, len);
+        if net != addr {
             return Err(format!(
-                "\"{s}\" has bits set to the right of the prefix; did you mean {network}/{len}?"
+                "\"{s}\" has bits set to the right of the prefix; did you mean {net}/{len}?"
             ));
         }
-        Ok(cidr)
+        Ok(Cidr { addr, len })
     }
 }
 
 /// Parses a list of networks separated by commas and/or whitespace. Empty input
-/// is an empty list.
+/// is an empty list. The error quotes the first bad entry; the caller names the
+/// setting it came from.
 pub fn parse_cidrs(s: &str) -> Result<Vec<Cidr>, String> {
     s.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|part| !part.is_empty())
-        .map(|part| {
-            part.parse()
-                .map_err(|e| format!("webhook_outbox.allowed_cidrs: {e}"))
-        })
+        .map(str::parse)
         .collect()
 }
 
@@ -346,14 +370,29 @@ const V4_RULES: &[(Cidr, Rule)] = &[
 const V6_RULES: &[(Cidr, Rule)] = &[
     (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), Rule::Unspecified),
     (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), Rule::Loopback),
-    (Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), Rule::Private), // local-use NAT64
-    (Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Rule::UniqueLocal),
+    (
+        Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        Rule::Private,
+    ), // local-use NAT64
+    (
+        Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        Rule::UniqueLocal,
+    ),
     (Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), Rule::LinkLocal),
     (Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), Rule::SiteLocal),
     (Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), Rule::Multicast),
-    (Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), Rule::Documentation),
-    (Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), Rule::Documentation),
-    (Cidr::v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48), Rule::Benchmarking),
+    (
+        Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        Rule::Documentation,
+    ),
+    (
+        Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        Rule::Documentation,
+    ),
+    (
+        Cidr::v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48),
+        Rule::Benchmarking,
+    ),
     (Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), Rule::Reserved), // IETF assignments, Teredo
 ];
 
@@ -440,7 +479,11 @@ pub fn check_ip(ip: IpAddr, allowed: &[Cidr]) -> Result<(), Refusal> {
     if is_allowed(ip) || mapped.is_some_and(is_allowed) {
         Ok(())
     } else {
-        Err(Refusal { ip, rule, host: None })
+        Err(Refusal {
+            ip,
+            rule,
+            host: None,
+        })
     }
 }
 
@@ -560,7 +603,10 @@ mod tests {
             ("2001:2:1::", Some(Reserved)),
             ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
             ("2001:db8::", Some(Documentation)),
-            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some(Documentation)),
+            (
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some(Documentation),
+            ),
             ("2001:db9::", None),
             // 6to4: the embedded address decides.
             ("2002:7f00:1::", Some(Loopback)),
@@ -570,7 +616,10 @@ mod tests {
             ("2606:4700:4700::1111", None),
             ("3ffe::", None),
             ("3fff::", Some(Documentation)),
-            ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", Some(Documentation)),
+            (
+                "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some(Documentation),
+            ),
             ("3fff:1000::", None),
             ("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
             ("4000::", Some(Reserved)),
@@ -594,11 +643,29 @@ mod tests {
     }
 
     #[test]
+    fn rule_tables_hold_networks() {
+        for (cidr, rule) in V4_RULES.iter().chain(V6_RULES) {
+            assert_eq!(network(cidr.addr, cidr.len), cidr.addr, "{cidr} ({rule})");
+            assert_eq!(cidr.to_string().parse::<Cidr>().as_ref(), Ok(cidr));
+        }
+    }
+
+    #[test]
     fn rule_names_are_stable() {
         use Rule::*;
         let names: Vec<String> = [
-            Loopback, Private, Cgnat, LinkLocal, Multicast, Unspecified, Broadcast, UniqueLocal,
-            SiteLocal, Documentation, Benchmarking, Reserved,
+            Loopback,
+            Private,
+            Cgnat,
+            LinkLocal,
+            Multicast,
+            Unspecified,
+            Broadcast,
+            UniqueLocal,
+            SiteLocal,
+            Documentation,
+            Benchmarking,
+            Reserved,
         ]
         .iter()
         .map(Rule::to_string)
@@ -606,8 +673,17 @@ mod tests {
         assert_eq!(
             names,
             [
-                "loopback", "private", "cgnat", "link_local", "multicast", "unspecified",
-                "broadcast", "unique_local", "site_local", "documentation", "benchmarking",
+                "loopback",
+                "private",
+                "cgnat",
+                "link_local",
+                "multicast",
+                "unspecified",
+                "broadcast",
+                "unique_local",
+                "site_local",
+                "documentation",
+                "benchmarking",
                 "reserved"
             ]
         );
@@ -615,11 +691,18 @@ mod tests {
 
     #[test]
     fn parse_cidrs_accepts_lists_and_host_routes() {
-        let cidrs = parse_cidrs(" 127.0.0.0/8, ::1/128\t10.0.0.0/8,,192.168.1.7 fd00::/8\n").unwrap();
+        let cidrs =
+            parse_cidrs(" 127.0.0.0/8, ::1/128\t10.0.0.0/8,,192.168.1.7 fd00::/8\n").unwrap();
         let shown: Vec<String> = cidrs.iter().map(Cidr::to_string).collect();
         assert_eq!(
             shown,
-            ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
+            [
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "192.168.1.7/32",
+                "fd00::/8"
+            ]
         );
         assert_eq!(parse_cidrs("").unwrap(), vec![]);
         assert_eq!(parse_cidrs(" , ").unwrap(), vec![]);
@@ -631,19 +714,27 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("127.0.0.1/8", "did you mean 127.0.0.0/8?"),
             ("fd00::1/8", "did you mean fd00::/8?"),
-            ("10.0.0.0/33", "prefix length \"33\" must be a number from 0 to 32"),
-            ("::/129", "prefix length \"129\" must be a number from 0 to 128"),
+            (
+                "10.0.0.0/33",
+                "prefix length \"33\" must be a number from 0 to 32",
+            ),
+            (
+                "::/129",
+                "prefix length \"129\" must be a number from 0 to 128",
+            ),
             ("10.0.0.0/", "prefix length \"\""),
             ("10.0.0.0/+8", "prefix length \"+8\""),
             ("10.0.0.0/-1", "prefix length \"-1\""),
             ("/8", "\"\" is not an IP address"),
             ("localhost", "\"localhost\" is not an IP address"),
             ("127.1", "\"127.1\" is not an IP address"),
-            ("10.0.0.0/8, 300.1.1.1", "\"300.1.1.1\" is not an IP address"),
+            (
+                "10.0.0.0/8, 300.1.1.1",
+                "\"300.1.1.1\" is not an IP address",
+            ),
         ];
         for &(input, want) in cases {
             let err = parse_cidrs(input).unwrap_err();
-            assert!(err.starts_with("webhook_outbox.allowed_cidrs: "), "{input}: {err}");
             assert!(err.contains(want), "{input}: {err}");
         }
     }
@@ -744,9 +835,27 @@ mod tests {
         let cases: &[(&str, bool, bool, &str, u16)] = &[
             ("https://example.com/hook", false, true, "example.com", 443),
             ("https://example.com", false, true, "example.com", 443),
-            ("HTTPS://Example.COM:8443/a?b=c&d", false, true, "Example.COM", 8443),
-            ("https://[2001:db8::1]:8443/x", false, true, "2001:db8::1", 8443),
-            ("https://[::ffff:127.0.0.1]/", false, true, "::ffff:127.0.0.1", 443),
+            (
+                "HTTPS://Example.COM:8443/a?b=c&d",
+                false,
+                true,
+                "Example.COM",
+                8443,
+            ),
+            (
+                "https://[2001:db8::1]:8443/x",
+                false,
+                true,
+                "2001:db8::1",
+                8443,
+            ),
+            (
+                "https://[::ffff:127.0.0.1]/",
+                false,
+                true,
+                "::ffff:127.0.0.1",
+                443,
+            ),
             ("https://127.0.0.1/x", false, true, "127.0.0.1", 443),
             ("http://example.com/hook", true, false, "example.com", 80),
             ("http://localhost:65535/", true, false, "localhost", 65535),
@@ -755,7 +864,11 @@ mod tests {
         ];
         for &(url, allow_http, https, host, port) in cases {
             let t = validate_url(url, allow_http).unwrap_or_else(|e| panic!("{url}: {e}"));
-            assert_eq!((t.scheme_https, t.host.as_str(), t.port), (https, host, port), "{url}");
+            assert_eq!(
+                (t.scheme_https, t.host.as_str(), t.port),
+                (https, host, port),
+                "{url}"
+            );
         }
     }
 
@@ -765,7 +878,10 @@ mod tests {
             ("", "webhook URL is empty"),
             (" https://example.com/", "contains a space at byte 0"),
             ("https://example.com/a b", "contains a space at byte 21"),
-            ("https://example.com/\n", "control character U+000A at byte 20"),
+            (
+                "https://example.com/\n",
+                "control character U+000A at byte 20",
+            ),
             ("https://example.com/\t", "control character U+0009"),
             ("https://exämple.com/", "non-ASCII character 'ä' at byte 10"),
             ("https://example.com/#top", "fragment (\"#top\")"),
@@ -776,10 +892,19 @@ mod tests {
             ("https:///hook", "is malformed"),
             ("https://:8443/", "\"https://:8443/\" has no host"),
             ("https://[::1/", "is malformed"),
-            ("https://[v1.x]/", "host \"[v1.x]\" is not a valid IPv6 address"),
-            ("https://user:secret@example.com/", "must not contain credentials"),
+            (
+                "https://[v1.x]/",
+                "host \"[v1.x]\" is not a valid IPv6 address",
+            ),
+            (
+                "https://user:secret@example.com/",
+                "must not contain credentials",
+            ),
             ("https://user@example.com/", "must not contain credentials"),
-            ("https://example.com:0/", "port \"0\" is not a number from 1 to 65535"),
+            (
+                "https://example.com:0/",
+                "port \"0\" is not a number from 1 to 65535",
+            ),
             ("https://example.com:65536/", "port \"65536\""),
             ("https://example.com:99999999999/", "port \"99999999999\""),
             ("https://example.com:abc/", "port \"abc\""),
@@ -794,7 +919,16 @@ mod tests {
             let err = validate_url(url, false).unwrap_err().to_string();
             assert!(err.contains(want), "{url:?}: got {err:?}, want {want:?}");
         }
-        let err = validate_url("https://user:hunter2@example.com/", false).unwrap_err();
-        assert!(!err.to_string().contains("hunter2"), "credentials must not be echoed");
+        for url in [
+            "https://user:hunter2@example.com/",
+            "https://u:hunter2@[::1/",
+            "u:hunter2@host",
+        ] {
+            let err = validate_url(url, false).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "credentials echoed: {err}");
+        }
+        assert_eq!(redacted("https://u:p@[::1/x@y"), "https://***@[::1/x@y");
+        assert_eq!(redacted("https://h/x@y"), "https://h/x@y");
+        assert_eq!(redacted("u:p@h"), "***@h");
     }
 }

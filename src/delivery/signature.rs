@@ -134,7 +134,10 @@ pub(crate) mod tests {
             .chain_update(format!("{msg_id}.{ts}.").as_bytes())
             .chain_update(body)
             .finalize();
-        let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
+        let outer = Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize();
         format!("v1,{}", STANDARD.encode(outer))
     }
 
@@ -194,12 +197,19 @@ pub(crate) mod tests {
             Err(SecretError::MissingPrefix)
         );
         // URL-safe alphabet and stray characters are not the standard encoding.
-        for bad in ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa_w", "whsec_not base64!"] {
+        for bad in [
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa_w",
+            "whsec_not base64!",
+        ] {
             let err = validate_secret(bad).unwrap_err();
             assert!(matches!(err, SecretError::NotBase64(_)), "{bad}: {err}");
             assert!(!err.to_string().contains("LaLa"), "secret echoed: {err}");
         }
-        assert!(SecretError::WrongLength(8).to_string().contains("must be 24 to 64 random bytes"));
-        assert!(SecretError::MissingPrefix.to_string().contains("must start with \"whsec_\""));
+        assert!(SecretError::WrongLength(8)
+            .to_string()
+            .contains("must be 24 to 64 random bytes"));
+        assert!(SecretError::MissingPrefix
+            .to_string()
+            .contains("must start with \"whsec_\""));
     }
 }

@@ -77,7 +77,10 @@ impl Server {
 }
 
 pub fn serve(respond: impl Fn(&Recorded) -> Option<Vec<u8>> + Send + Sync + 'static) -> Server {
-    serve_with(Arc::new(|tcp| Some(Box::new(tcp) as Box<dyn Stream>)), Arc::new(respond))
+    serve_with(
+        Arc::new(|tcp| Some(Box::new(tcp) as Box<dyn Stream>)),
+        Arc::new(respond),
+    )
 }
 
 pub fn serve_with(wrap: Arc<Wrapper>, respond: Arc<Responder>) -> Server {
@@ -112,7 +115,11 @@ fn serve_connection(stream: Box<dyn Stream>, respond: &Responder, tx: &mpsc::Sen
         match reply {
             Some(bytes) => {
                 let stream = reader.get_mut();
-                if stream.write_all(&bytes).and_then(|_| stream.flush()).is_err() {
+                if stream
+                    .write_all(&bytes)
+                    .and_then(|_| stream.flush())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -156,7 +163,10 @@ fn read_request(reader: &mut impl BufRead) -> Option<Recorded> {
 
 /// A complete HTTP/1.1 response with a content-length.
 pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {status} Status\r\ncontent-length: {}\r\n", body.len());
+    let mut out = format!(
+        "HTTP/1.1 {status} Status\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }

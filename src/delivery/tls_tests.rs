@@ -91,10 +91,16 @@ fn send(client: &Client, url: String) -> Outcome {
 
 fn assert_tls_refused(outcome: &Outcome, server: &Server, want: &str) {
     let error = outcome.error.as_deref().unwrap_or_default();
-    assert!(error.starts_with("tls: ") && error.contains(want), "{error}");
+    assert!(
+        error.starts_with("tls: ") && error.contains(want),
+        "{error}"
+    );
     assert_eq!(outcome.status, None);
     assert!(!outcome.permanent, "the receiver can fix its certificate");
-    assert!(server.received().is_empty(), "no request may pass a failed handshake");
+    assert!(
+        server.received().is_empty(),
+        "no request may pass a failed handshake"
+    );
 }
 
 #[test]
@@ -109,15 +115,26 @@ fn private_ca_from_ca_file_is_trusted_and_connections_are_reused() {
         assert_eq!(outcome.status, Some(200));
         assert_eq!(outcome.response_prefix.as_deref(), Some("secure"));
     }
-    assert_eq!(server.connections(), 1, "one TLS handshake for all requests");
+    assert_eq!(
+        server.connections(),
+        1,
+        "one TLS handshake for all requests"
+    );
     let outcome = send(&client, format!("https://127.0.0.1:{port}/hook"));
-    assert_eq!((outcome.status, outcome.error), (Some(200), None), "IP address SAN");
+    assert_eq!(
+        (outcome.status, outcome.error),
+        (Some(200), None),
+        "IP address SAN"
+    );
 }
 
 #[test]
 fn unknown_issuer_is_refused_without_ca_file() {
     let server = tls_server(SERVER_CERT, SERVER_KEY);
-    let outcome = send(&client(None), format!("https://localhost:{}/", server.addr.port()));
+    let outcome = send(
+        &client(None),
+        format!("https://localhost:{}/", server.addr.port()),
+    );
     assert_tls_refused(&outcome, &server, "UnknownIssuer");
 }
 
@@ -125,7 +142,10 @@ fn unknown_issuer_is_refused_without_ca_file() {
 fn self_signed_certificate_is_refused_even_with_ca_file() {
     let server = tls_server(ROGUE_CERT, ROGUE_KEY);
     let ca = CaFile::new("rogue");
-    let outcome = send(&client(Some(&ca)), format!("https://localhost:{}/", server.addr.port()));
+    let outcome = send(
+        &client(Some(&ca)),
+        format!("https://localhost:{}/", server.addr.port()),
+    );
     assert_tls_refused(&outcome, &server, "UnknownIssuer");
 }
 

@@ -52,5 +52,4 @@ fn _rollout_changed() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests;
+mod pg_tests;

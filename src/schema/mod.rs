@@ -8,3 +8,5 @@ extension_sql_file!("../../sql/deliveries.sql", name = "deliveries", requires = 
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["deliveries"]);
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 extension_sql_file!("../../sql/outbox.sql", name = "outbox", requires = ["deliveries"]);
+extension_sql_file!("../../sql/operations.sql", name = "operations", requires = ["deliveries"]);
+extension_sql_file!("../../sql/metrics.sql", name = "metrics", requires = ["deliveries", "rollout"]);

@@ -7,7 +7,7 @@ use super::pool::{Done, Job, Pool, Ticket, Waker};
 use super::ratelimit::{Admit, RateTable};
 use super::shmem;
 use crate::delivery::{self, Client, HttpConfig, Request};
-use crate::guc;
+use crate::{guc, plans};
 use crate::settle::{self, AttemptResult};
 use pgrx::spi::{self, SpiClient};
 use std::cell::RefCell;
@@ -32,6 +32,10 @@ pub struct Engine {
     http: HttpConfig,
     concurrency: usize,
     waker: Waker,
+}
+
+fn wake_every() -> usize {
+    guc::batch_size() / 2
 }
 
 /// A slow endpoint may hold this many threads, so others always have one.
@@ -64,7 +68,7 @@ impl Engine {
     pub fn new(waker: Waker) -> Result<Engine, String> {
         let http = guc::http_config()?;
         let concurrency = guc::concurrency();
-        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_threads(concurrency), waker.clone())
+        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_threads(concurrency), wake_every(), waker.clone())
             .map_err(|e| format!("cannot start delivery threads: {e}"))?;
         Ok(Engine { pool, http, concurrency, waker })
     }
@@ -72,6 +76,7 @@ impl Engine {
     /// Apply changed settings after SIGHUP. A new thread count needs an idle pool.
     pub fn reload(&mut self) -> Result<(), String> {
         let http = guc::http_config()?;
+        self.pool.set_wake_every(wake_every());
         if guc::concurrency() != self.concurrency && self.pool.idle() {
             *self = Engine::new(self.waker.clone())?;
         } else if http != self.http {
@@ -99,9 +104,9 @@ impl Engine {
         let batch = guc::batch_size();
         // An endpoint with a full batch outstanding waits; the others go on.
         let busy: Vec<i64> = self.pool.outstanding().1.into_iter().filter(|(_, n)| *n >= batch).map(|(e, _)| e).collect();
-        let rows = client.update(
+        let rows = plans::execute(
+            client,
             CLAIM,
-            None,
             &[
                 (max.min(i32::MAX as usize) as i32).into(),
                 guc::lease_ms().into(),

@@ -195,9 +195,16 @@ fn run(index: usize) {
             report_activity(c"paused (webhook_outbox.mode is not on)");
             continue;
         }
-        let capacity = guc::batch_size() * 2;
-        let want = capacity.saturating_sub(e.outstanding()).min(guc::batch_size());
-        if want == 0 {
+        // Up to two batches in flight: one being sent while the next is claimed.
+        // Claim whole batches (or anything when idle): per-row transactions are what is slow.
+        let batch = guc::batch_size();
+        let outstanding = e.outstanding();
+        if outstanding > 0 {
+            // Results are settled at least this often even when few come back.
+            sleep = sleep.min(Duration::from_millis(20));
+        }
+        let want = (2 * batch).saturating_sub(outstanding).min(batch);
+        if want < batch / 2 && outstanding > 0 {
             continue;
         }
         report_activity(c"claiming");
@@ -244,18 +251,11 @@ fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut St
         }
     }
     if let Some(s) = scrape.as_ref().filter(|s| s.wanted()) {
-        match transaction(render_metrics) {
+        match transaction(crate::api::metrics::render_metrics) {
             Ok(Ok(text)) => s.publish(text),
             Ok(Err(e)) | Err(e) => s.publish(format!("# metrics unavailable: {e}\n")),
         }
     }
-}
-
-/// The Prometheus text of `webhook_outbox.metrics()`.
-fn render_metrics() -> Result<String, String> {
-    Spi::get_one::<String>("SELECT webhook_outbox.metrics()")
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "metrics() returned NULL".to_owned())
 }
 
 /// SIGTERM: claim nothing more, give back what has not started, let running

@@ -9,6 +9,7 @@
 use crate::delivery::{Client, Outcome, Request};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -40,6 +41,9 @@ struct State {
     /// Endpoints with queued jobs and a free running slot, in turn order.
     ready: VecDeque<i64>,
     running: HashMap<i64, usize>,
+    /// Totals over all endpoints, kept so that the wake-up rule is O(1).
+    queued_total: usize,
+    running_total: usize,
     done: Vec<Done>,
     stopping: bool,
 }
@@ -88,6 +92,10 @@ struct Shared {
     work: Condvar,
     client: RwLock<Arc<Client>>,
     per_endpoint: usize,
+    /// Wake the main thread when this many results wait, or when the queue
+    /// has dropped to this many jobs (time to claim more), or when all is done:
+    /// one transaction per batch, not one per result.
+    wake_every: AtomicUsize,
     waker: Waker,
 }
 
@@ -105,12 +113,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(client: Client, threads: usize, per_endpoint: usize, waker: Waker) -> std::io::Result<Pool> {
+    pub fn new(client: Client, threads: usize, per_endpoint: usize, wake_every: usize, waker: Waker) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             client: RwLock::new(Arc::new(client)),
             per_endpoint: per_endpoint.max(1),
+            wake_every: AtomicUsize::new(wake_every.max(1)),
             waker,
         });
         let threads = (0..threads.max(1))
@@ -122,6 +131,10 @@ impl Pool {
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Pool { shared, threads })
+    }
+
+    pub fn set_wake_every(&self, n: usize) {
+        self.shared.wake_every.store(n.max(1), Ordering::Relaxed);
     }
 
     pub fn set_client(&self, client: Client) {
@@ -136,6 +149,7 @@ impl Pool {
         for job in jobs {
             let endpoint = job.ticket.endpoint_id;
             state.queues.entry(endpoint).or_default().push_back(job);
+            state.queued_total += 1;
             if state.runnable(endpoint, self.shared.per_endpoint) {
                 state.ready.push_back(endpoint);
             }
@@ -175,6 +189,7 @@ impl Pool {
                 !(all || stale)
             });
         }
+        state.queued_total = state.queues.values().map(VecDeque::len).sum();
         drop(state);
         self.shared.waker.wake();
     }
@@ -182,7 +197,7 @@ impl Pool {
     /// Nothing queued or running any more (finished jobs may still await `take_done`).
     pub fn idle(&self) -> bool {
         let state = self.shared.lock();
-        state.queues.values().all(|q| q.is_empty()) && state.running.values().all(|n| *n == 0)
+        state.queued_total == 0 && state.running_total == 0
     }
 }
 
@@ -210,6 +225,11 @@ fn run(shared: &Shared) {
                         continue;
                     };
                     *state.running.entry(endpoint).or_default() += 1;
+                    state.queued_total -= 1;
+                    state.running_total += 1;
+                    if state.queued_total == shared.wake_every.load(Ordering::Relaxed) {
+                        shared.waker.wake();
+                    }
                     if state.runnable(endpoint, shared.per_endpoint) {
                         state.ready.push_back(endpoint);
                     }
@@ -225,6 +245,7 @@ fn run(shared: &Shared) {
         if let Some(n) = state.running.get_mut(&endpoint) {
             *n -= 1;
         }
+        state.running_total -= 1;
         if state.queues.get(&endpoint).is_some_and(|q| q.is_empty()) && state.running.get(&endpoint) == Some(&0) {
             state.queues.remove(&endpoint);
             state.running.remove(&endpoint);
@@ -233,8 +254,12 @@ fn run(shared: &Shared) {
             shared.work.notify_one();
         }
         state.done.push(Done::Attempted(job.ticket, outcome));
+        let wake = state.done.len() >= shared.wake_every.load(Ordering::Relaxed)
+            || (state.queued_total == 0 && state.running_total == 0);
         drop(state);
-        shared.waker.wake();
+        if wake {
+            shared.waker.wake();
+        }
     }
 }
 

@@ -1,0 +1,187 @@
+//! `#[pg_test]`s of the operator SQL: replay_dead_letters / requeue_dead
+//! (sql/operations.sql) and batched retention (cleanup in sql/deliveries.sql).
+//! cleanup_in_batches() COMMITs, which a test transaction cannot: bench/cleanup.sh runs it.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: IntoDatum + FromDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).unwrap().unwrap()
+    }
+
+    /// Endpoints a and b; dead d1 (a, x, 3 days ago), d2 (a, y, 1 day), d3 (b, x, 2 days);
+    /// sent s1 (b, x); pending p1 (a, x).
+    fn setup() -> (i64, i64) {
+        let a = one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a', 'a')");
+        let b = one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/b', 'b')");
+        Spi::run(&format!(
+            r#"SELECT webhook_outbox.enqueue({a}, 'x', '{{"n": 1}}', 'd1'), webhook_outbox.enqueue({a}, 'y', '{{"n": 2}}', 'd2'),
+                      webhook_outbox.enqueue({b}, 'x', '{{"n": 3}}', 'd3'), webhook_outbox.enqueue({b}, 'x', '{{"n": 4}}', 's1'),
+                      webhook_outbox.enqueue({a}, 'x', '{{"n": 5}}', 'p1');
+               UPDATE webhook_outbox.deliveries d
+               SET status = 'dead', dead_at = now() - v.age, attempt_count = 5, last_status_code = 500, last_error = 'boom'
+               FROM (VALUES ('d1', interval '3 days'), ('d2', interval '1 day'), ('d3', interval '2 days')) v(event_id, age)
+               WHERE d.event_id = v.event_id;
+               UPDATE webhook_outbox.deliveries SET status = 'sent', sent_at = now() - interval '1 day', attempt_count = 1
+               WHERE event_id = 's1';"#
+        ))
+        .unwrap();
+        (a, b)
+    }
+
+    /// The event ids a replay picked, in its order, and its count.
+    fn replayed(args: &str) -> (String, i64) {
+        let (ids, n) = Spi::get_two::<String, i64>(&format!(
+            "SELECT (SELECT coalesce(string_agg(d.event_id, ',' ORDER BY u.o), '')
+                     FROM unnest(r.delivery_ids) WITH ORDINALITY u(id, o)
+                     JOIN webhook_outbox.deliveries d ON d.id = u.id),
+                    r.requeued
+             FROM webhook_outbox.replay_dead_letters({args}) r"
+        ))
+        .unwrap();
+        (ids.unwrap(), n.unwrap())
+    }
+
+    #[pg_test]
+    fn replay_filters_oldest_first_in_dry_runs() {
+        let (a, _) = setup();
+        assert_eq!(replayed("dry_run => true"), ("d1,d3,d2".to_owned(), 3));
+        assert_eq!(replayed(&format!("endpoint_id => {a}, dry_run => true")), ("d1,d2".to_owned(), 2));
+        assert_eq!(replayed("event_type => 'x', dry_run => true"), ("d1,d3".to_owned(), 2));
+        assert_eq!(
+            replayed("since => now() - interval '60 hours', until => now() - interval '36 hours', dry_run => true"),
+            ("d3".to_owned(), 1)
+        );
+        assert_eq!(replayed("max_rows => 1, dry_run => true"), ("d1".to_owned(), 1));
+        assert_eq!(replayed("status => 'sent', dry_run => true"), ("s1".to_owned(), 1));
+        assert_eq!(replayed("event_type => 'nope', dry_run => true"), (String::new(), 0));
+        // Dry runs change nothing and leave no audit row.
+        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'dead'"), 3);
+        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.replay_log"), 0);
+        assert!(Spi::get_one::<i64>("SELECT replay_id FROM webhook_outbox.replay_dead_letters(dry_run => true)").unwrap().is_none());
+    }
+
+    #[pg_test]
+    fn replay_requeues_keeps_the_event_and_logs_it() {
+        setup();
+        let before = one::<String>("SELECT string_agg(event_id || payload::text, ';' ORDER BY id) FROM webhook_outbox.deliveries");
+        assert_eq!(replayed("event_type => 'x'"), ("d1,d3".to_owned(), 2));
+        assert_eq!(
+            one::<String>("SELECT string_agg(event_id || payload::text, ';' ORDER BY id) FROM webhook_outbox.deliveries"),
+            before
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM webhook_outbox.deliveries
+                 WHERE event_id IN ('d1', 'd3') AND status = 'pending' AND attempt_count = 0 AND next_attempt_at = now()
+                   AND last_status_code IS NULL AND last_error IS NULL AND dead_at IS NULL AND locked_until IS NULL"
+            ),
+            2
+        );
+        assert_eq!(one::<String>("SELECT status FROM webhook_outbox.deliveries WHERE event_id = 'd2'"), "dead");
+        let logged = one::<bool>(
+            "SELECT replayed_by = session_user AND requeued = 2
+                    AND filters = '{\"endpoint_id\": null, \"event_type\": \"x\", \"since\": null, \"until\": null,
+                                    \"status\": \"dead\", \"max_rows\": 1000}'::jsonb
+                    AND delivery_ids = (SELECT array_agg(id ORDER BY event_id) FROM webhook_outbox.deliveries
+                                        WHERE event_id IN ('d1', 'd3'))
+             FROM webhook_outbox.replay_log",
+        );
+        assert!(logged);
+    }
+
+    #[pg_test]
+    fn replay_of_sent_deliveries_clears_sent_at() {
+        setup();
+        let (_, n) = replayed("status => 'sent'");
+        assert_eq!(n, 1);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE event_id = 's1' AND status = 'pending' AND sent_at IS NULL"),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn requeue_dead_goes_through_replay() {
+        let (a, _) = setup();
+        assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(dry_run => true)"), 3);
+        assert_eq!(one::<i64>(&format!("SELECT webhook_outbox.requeue_dead(1, {a})")), 1);
+        assert_eq!(one::<String>("SELECT status FROM webhook_outbox.deliveries WHERE event_id = 'd1'"), "pending");
+        assert_eq!(
+            one::<String>("SELECT filters->>'endpoint_id' || '/' || (filters->>'max_rows') FROM webhook_outbox.replay_log"),
+            format!("{a}/1")
+        );
+    }
+
+    #[pg_test(error = "cannot replay deliveries with status 'pending'")]
+    fn replay_refuses_live_statuses() {
+        Spi::run("SELECT webhook_outbox.replay_dead_letters(status => 'pending')").unwrap();
+    }
+
+    #[pg_test(error = "max_rows must be at least 1, got 0")]
+    fn replay_refuses_a_zero_limit() {
+        Spi::run("SELECT webhook_outbox.replay_dead_letters(max_rows => 0)").unwrap();
+    }
+
+    #[pg_test(error = "since (2026-01-02 00:00:00+00) must be earlier than until (2026-01-01 00:00:00+00)")]
+    fn replay_refuses_an_empty_window() {
+        Spi::run("SET LOCAL timezone = 'UTC'").unwrap();
+        Spi::run("SELECT webhook_outbox.replay_dead_letters(since => '2026-01-02', until => '2026-01-01')").unwrap();
+    }
+
+    /// n deliveries of `status` for endpoint a, aged from `age` back one second each.
+    fn insert_old(a: i64, n: i64, status: &str, column: &str, age: &str) {
+        Spi::run(&format!(
+            "INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, status, max_attempts, {column})
+             SELECT {a}, '{status}-' || i, 't', '{{}}', '{status}', 5, now() - interval '{age}' - i * interval '1 second'
+             FROM generate_series(1, {n}) i"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn cleanup_deletes_in_batches_with_attempts() {
+        let a = one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')");
+        insert_old(a, 25_000, "sent", "sent_at", "20 days");
+        insert_old(a, 3, "dead", "dead_at", "40 days");
+        Spi::run(&format!(
+            "SELECT webhook_outbox.enqueue({a}, 't', '{{}}', 'recent');
+             UPDATE webhook_outbox.deliveries SET status = 'sent', sent_at = now() WHERE event_id = 'recent';
+             INSERT INTO webhook_outbox.attempts (delivery_id, endpoint_id, attempt_no)
+             SELECT id, endpoint_id, 1 FROM webhook_outbox.deliveries"
+        ))
+        .unwrap();
+        let counts = "SELECT string_agg(status || '=' || deleted, ',') FROM webhook_outbox.cleanup";
+        assert_eq!(one::<String>(&format!("{counts}(dry_run => true)")), "sent=25000,shadow=0,dead=3");
+        // 25,000 sent rows take three statements of at most 10,000.
+        assert_eq!(one::<String>(&format!("{counts}()")), "sent=25000,shadow=0,dead=3");
+        assert_eq!(one::<String>("SELECT string_agg(event_id, ',') FROM webhook_outbox.deliveries"), "recent");
+        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"), 1);
+    }
+
+    #[pg_test]
+    fn cleanup_batch_resumes_past_ties() {
+        let a = one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')");
+        // 15 rows with one sent_at (a settle batch shares its now()), 5 older ones.
+        Spi::run(&format!(
+            "INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, status, max_attempts, sent_at)
+             SELECT {a}, 'e' || i, 't', '{{}}', 'sent', 5,
+                    CASE WHEN i <= 5 THEN timestamptz '2020-01-01' + i * interval '1 second' ELSE timestamptz '2021-01-01' END
+             FROM generate_series(1, 20) i"
+        ))
+        .unwrap();
+        let batch = |resume: &str| {
+            Spi::get_two::<String, i64>(&format!(
+                "SELECT resume_from::text, deleted FROM webhook_outbox._cleanup_batch('sent', '2022-01-01', 8, {resume})"
+            ))
+            .unwrap()
+        };
+        Spi::run("SET LOCAL timezone = 'UTC'").unwrap();
+        assert_eq!(batch("NULL"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(8)));
+        assert_eq!(batch("'2021-01-01'"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(8)));
+        assert_eq!(batch("'2021-01-01'"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(4)));
+        assert_eq!(batch("'2021-01-01'"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(0)));
+        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries"), 0);
+    }
+}

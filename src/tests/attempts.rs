@@ -1,0 +1,158 @@
+//! record_attempt: the one place an attempt's outcome is decided.
+
+use super::{assert_fails, attempt, claim, delay_s, delivery, endpoint, enqueue, health, one, run};
+use pgrx::prelude::*;
+
+/// The attempts rows of a delivery as `attempt_no:status_code:duration_ms:error`.
+fn attempts_of(d: i64) -> Vec<String> {
+    super::column(&format!(
+        "SELECT format('%s:%s:%s:%s', attempt_no, status_code, duration_ms, error)
+         FROM webhook_outbox.attempts WHERE delivery_id = {d} ORDER BY attempt_no"
+    ))
+}
+
+#[track_caller]
+fn assert_delay(d: i64, expected_s: f64) {
+    let delay = delay_s(d);
+    assert!(
+        (expected_s * 0.8..=expected_s * 1.2).contains(&delay),
+        "delay {delay}s, expected {expected_s}s ± 20%"
+    );
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_2xx_is_sent() {
+    let e = endpoint("");
+    let d = enqueue(e);
+    assert_eq!(attempt(d, "200, 12"), "sent");
+    assert_eq!(
+        delivery::<String>(d, "format('%s|%s|%s|%s|%s', status, attempt_count, last_status_code, sent_at = now(), locked_until)"),
+        "sent|1|200|t|"
+    );
+    assert_eq!(attempts_of(d), vec![format!("1:200:12:")]);
+    assert_eq!(health::<String>(e, "format('%s/%s', successful_deliveries, total_deliveries)"), "1/1");
+    for code in [201, 204, 299] {
+        assert_eq!(attempt(enqueue(e), &format!("{code}, 1")), "sent", "HTTP {code}");
+    }
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_5xx_retries_after_the_first_backoff_step() {
+    let e = endpoint("");
+    let d = enqueue(e);
+    assert_eq!(attempt(d, "500, 30"), "retry");
+    assert_eq!(
+        delivery::<String>(d, "format('%s|%s|%s|%s|%s', status, attempt_count, last_status_code, last_error, locked_until)"),
+        "retry|1|500|HTTP 500|"
+    );
+    assert_delay(d, 5.0); // retry_backoff_base
+    assert_eq!(attempts_of(d), vec!["1:500:30:HTTP 500".to_owned()]);
+    assert_eq!(
+        health::<String>(e, "format('%s|%s|%s', failed_deliveries, consecutive_failures, health_status)"),
+        "1|1|degraded"
+    );
+    // The error text given is kept as is.
+    let d = enqueue(e);
+    assert_eq!(attempt(d, "503, 30, 'upstream down'"), "retry");
+    assert_eq!(delivery::<String>(d, "last_error"), "upstream down");
+    assert_eq!(attempts_of(d), vec!["1:503:30:upstream down".to_owned()]);
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_retryable_statuses() {
+    let e = endpoint("");
+    for result in ["NULL, NULL, 'connection refused'", "408, 5", "429, 5", "502, 5", "599, 5"] {
+        let d = enqueue(e);
+        assert_eq!(attempt(d, result), "retry", "{result}");
+        assert!(delay_s(d) > 0.0, "{result}");
+    }
+    let network = one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE last_status_code IS NULL");
+    assert_eq!(delivery::<String>(network, "last_error"), "connection refused");
+    assert_eq!(attempts_of(network), vec!["1:::connection refused".to_owned()]);
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_permanent_statuses_are_dead() {
+    // Six failures in a row would open the circuit and stop the claims.
+    run("SET LOCAL webhook_outbox.circuit_failure_threshold = 100");
+    let e = endpoint("");
+    for code in [400, 401, 404, 410, 301, 100] {
+        let d = enqueue(e);
+        assert_eq!(attempt(d, &format!("{code}, 5")), "dead", "HTTP {code}");
+        assert!(delivery::<bool>(d, "dead_at = now() AND sent_at IS NULL AND locked_until IS NULL"));
+        assert_eq!(delivery::<String>(d, "last_error"), format!("HTTP {code}"));
+    }
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_is_dead_when_attempts_run_out() {
+    let d = enqueue(endpoint("max_attempts => 3"));
+    assert_eq!(attempt(d, "500, 1"), "retry");
+    assert_eq!(attempt(d, "NULL, NULL, 'timeout'"), "retry");
+    assert_eq!(attempt(d, "500, 1"), "dead");
+    assert!(delivery::<bool>(d, "status = 'dead' AND attempt_count = 3 AND dead_at = now()"));
+    assert_eq!(attempts_of(d), vec!["1:500:1:HTTP 500", "2:::timeout", "3:500:1:HTTP 500"]);
+    // A dead delivery is never claimed again.
+    assert_eq!(claim(10), Vec::<i64>::new());
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_backoff_doubles() {
+    run("SET LOCAL webhook_outbox.retry_backoff_base = '1s'");
+    let d = enqueue(endpoint(""));
+    for (n, expected_s) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0)] {
+        assert_eq!(attempt(d, "500, 1"), "retry", "attempt {n}");
+        assert_eq!(delivery::<i32>(d, "attempt_count"), n);
+        assert_delay(d, expected_s);
+    }
+    // The default max_attempts (5) ends it.
+    assert_eq!(attempt(d, "500, 1"), "dead");
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_backoff_is_capped() {
+    run("SET LOCAL webhook_outbox.retry_backoff_base = '10s'");
+    run("SET LOCAL webhook_outbox.retry_backoff_max = '15s'");
+    let d = enqueue(endpoint(""));
+    assert_eq!(attempt(d, "500, 1"), "retry");
+    assert_delay(d, 10.0);
+    assert_eq!(attempt(d, "500, 1"), "retry");
+    let delay = delay_s(d);
+    assert!((12.0..=15.0).contains(&delay), "capped at 15s with jitter: {delay}");
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_honours_retry_after_up_to_the_cap() {
+    let e = endpoint("");
+    let d = enqueue(e);
+    assert_eq!(attempt(d, "429, 5, NULL, '2 seconds'"), "retry");
+    assert_eq!(delay_s(d), 2.0);
+    run("SET LOCAL webhook_outbox.retry_after_max = '10s'");
+    assert_eq!(attempt(d, "503, 5, retry_after => '1 hour'"), "retry");
+    assert_eq!(delay_s(d), 10.0);
+    // On success, or with no attempts left, it does not matter.
+    assert_eq!(attempt(enqueue(e), "200, 5, retry_after => '1 hour'"), "sent");
+    let last = enqueue(endpoint("max_attempts => 1"));
+    assert_eq!(attempt(last, "429, 5, retry_after => '2 seconds'"), "dead");
+}
+
+#[pg_test(schema = "tests")]
+fn record_attempt_rejects_bad_input() {
+    let d = enqueue(endpoint(""));
+    let record = |args: String| format!("SELECT webhook_outbox.record_attempt({args})");
+    assert_fails(&record("-1, 200, 5".into()), "42704", "delivery -1 does not exist");
+    assert_fails(&record(format!("{d}, 200, 5")), "55000", &format!("delivery {d} is pending, not sending"));
+    assert_eq!(claim(1), vec![d]);
+    assert_fails(&record(format!("{d}, 99, 5")), "22023", "status_code must be an HTTP status (100-599), got 99");
+    assert_fails(&record(format!("{d}, 600, 5")), "22023", "status_code must be an HTTP status (100-599), got 600");
+    assert_fails(&record(format!("{d}, 200, -1")), "22023", "response_time_ms must be >= 0, got -1");
+    assert_fails(&record(format!("{d}, 503, 5, NULL, '-1 second'")), "22023", "retry_after must not be negative");
+    // A settled delivery cannot be recorded twice.
+    assert_eq!(one::<String>(&record(format!("{d}, 200, 5"))), "sent");
+    assert_fails(&record(format!("{d}, 200, 5")), "55000", &format!("delivery {d} is sent, not sending"));
+}
+
+#[pg_test(schema = "tests", error = "delivery -1 does not exist")]
+fn record_attempt_unknown_delivery_is_an_error() {
+    run("SELECT webhook_outbox.record_attempt(-1, 200, 5)");
+}

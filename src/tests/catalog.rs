@@ -1,0 +1,110 @@
+//! The public surface as the catalog shows it: signatures, comments, privileges.
+
+use super::{assert_fails, column, maybe, one, run};
+use pgrx::prelude::*;
+
+/// Objects of schema webhook_outbox, as `regclass`/`regprocedure` text, that match `filter`.
+fn objects(filter: &str) -> Vec<String> {
+    column(&format!(
+        "SELECT name FROM (
+             SELECT c.oid::regclass::text AS name, c.relkind::text AS kind, obj_description(c.oid, 'pg_class') AS comment,
+                    has_table_privilege('public', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                    OR (c.relkind = 'S' AND has_sequence_privilege('public', c.oid, 'USAGE, SELECT, UPDATE')) AS public_access
+             FROM pg_class c
+             WHERE c.relnamespace = 'webhook_outbox'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+             UNION ALL
+             SELECT p.oid::regprocedure::text, 'f', obj_description(p.oid, 'pg_proc'),
+                    has_function_privilege('public', p.oid, 'EXECUTE')
+             FROM pg_proc p
+             WHERE p.pronamespace = 'webhook_outbox'::regnamespace
+         ) o
+         WHERE {filter}
+         ORDER BY name"
+    ))
+}
+
+#[pg_test(schema = "tests")]
+fn catalog_api_signatures_and_defaults() {
+    let signature = |f: &str| {
+        one::<String>(&format!(
+            "SELECT format('%s(%s) -> %s', p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid))
+             FROM pg_proc p WHERE p.oid = 'webhook_outbox.{f}'::regproc"
+        ))
+    };
+    let expected = [
+        ("create_endpoint", "create_endpoint(url text, name text DEFAULT NULL::text, event_types text[] DEFAULT NULL::text[], secret text DEFAULT NULL::text, rate_limit_rps double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, headers jsonb DEFAULT '{}'::jsonb) -> bigint"),
+        ("enqueue", "enqueue(endpoint_id bigint, event_type text, payload jsonb, event_id text DEFAULT NULL::text, subject_id text DEFAULT NULL::text) -> bigint"),
+        ("emit", "emit(event_type text, payload jsonb, event_id text DEFAULT NULL::text, subject_id text DEFAULT NULL::text) -> integer"),
+        ("get_ready_deliveries", "get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '00:00:30'::interval) -> SETOF webhook_outbox.deliveries"),
+        ("record_attempt", "record_attempt(delivery_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL::text, retry_after interval DEFAULT NULL::interval) -> text"),
+        ("update_webhook_health", "update_webhook_health(webhook_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL::text) -> webhook_outbox.health_metrics"),
+        ("requeue_dead", "requeue_dead(max_rows integer DEFAULT 100, endpoint_id bigint DEFAULT NULL::bigint, dry_run boolean DEFAULT false) -> bigint"),
+        ("cleanup", "cleanup(sent_older_than interval DEFAULT '14 days'::interval, shadow_older_than interval DEFAULT '7 days'::interval, dead_older_than interval DEFAULT '30 days'::interval, dry_run boolean DEFAULT false) -> TABLE(status text, deleted bigint)"),
+        ("count_pending_by_status", "count_pending_by_status() -> TABLE(status text, count bigint, oldest timestamp with time zone)"),
+        ("run_once", "run_once(max_rows integer DEFAULT 1000) -> bigint"),
+    ];
+    for (f, want) in expected {
+        assert_eq!(signature(f), want);
+    }
+}
+
+#[pg_test(schema = "tests")]
+fn catalog_every_public_object_has_a_comment() {
+    // Tables, views and functions whose name does not start with "_".
+    let missing = objects("comment IS NULL AND kind IN ('r', 'p', 'v', 'm', 'f') AND name !~ '^(webhook_outbox\\.)?_'");
+    assert_eq!(missing, Vec::<String>::new(), "objects without COMMENT ON");
+    let commented = objects("comment IS NOT NULL");
+    for name in ["webhook_outbox.endpoints", "webhook_outbox.v_worker_status", "webhook_outbox.emit(text,jsonb,text,text)"] {
+        assert!(commented.iter().any(|c| c == name), "{name} in {commented:?}");
+    }
+}
+
+#[pg_test(schema = "tests")]
+fn catalog_public_has_no_privileges() {
+    assert_eq!(objects("public_access"), Vec::<String>::new(), "objects PUBLIC may use");
+    assert!(!one::<bool>("SELECT has_function_privilege('public', 'webhook_outbox.enqueue(bigint,text,jsonb,text,text)', 'EXECUTE')"));
+    assert!(!one::<bool>("SELECT has_table_privilege('public', 'webhook_outbox.endpoints', 'SELECT')"));
+    // The check itself sees a grant.
+    run("GRANT EXECUTE ON FUNCTION webhook_outbox.emit(text, jsonb, text, text) TO PUBLIC");
+    assert_eq!(objects("public_access"), ["webhook_outbox.emit(text,jsonb,text,text)"]);
+}
+
+#[pg_test(schema = "tests")]
+fn catalog_no_view_exposes_the_secret() {
+    let views = objects("kind = 'v'");
+    assert!(views.len() >= 6, "{views:?}");
+    let secret_columns = maybe::<String>(
+        "SELECT string_agg(c.relname || '.' || a.attname, ', ')
+         FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+         WHERE c.relnamespace = 'webhook_outbox'::regnamespace AND c.relkind IN ('v', 'm')
+           AND a.attnum > 0 AND a.attname ILIKE '%secret%'",
+    );
+    assert_eq!(secret_columns, None);
+    // Nor under another name: no view reads endpoints.secret at all.
+    let readers = maybe::<String>(
+        "SELECT string_agg(DISTINCT r.ev_class::regclass::text, ', ')
+         FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+         WHERE d.classid = 'pg_rewrite'::regclass
+           AND d.refobjid = 'webhook_outbox.endpoints'::regclass
+           AND d.refobjsubid = (SELECT attnum FROM pg_attribute
+                                WHERE attrelid = 'webhook_outbox.endpoints'::regclass AND attname = 'secret')",
+    );
+    assert_eq!(readers, None);
+}
+
+#[pg_test(schema = "tests")]
+fn catalog_a_view_only_role_cannot_read_secrets() {
+    super::endpoint("");
+    run("CREATE ROLE webhook_outbox_test_viewer");
+    run("GRANT USAGE ON SCHEMA webhook_outbox TO webhook_outbox_test_viewer");
+    run("GRANT SELECT ON webhook_outbox.v_webhook_health_dashboard, webhook_outbox.v_dead_letters TO webhook_outbox_test_viewer");
+    run("SET LOCAL ROLE webhook_outbox_test_viewer");
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.v_webhook_health_dashboard"), 1);
+    assert_fails("SELECT secret FROM webhook_outbox.endpoints", "42501", "permission denied for table endpoints");
+    assert_fails(
+        "SELECT webhook_outbox.create_endpoint('https://example.com/')",
+        "42501",
+        "permission denied for function create_endpoint",
+    );
+    run("RESET ROLE");
+}

@@ -1,0 +1,159 @@
+//! get_ready_deliveries: which rows a claim hands out, and what it does to them.
+
+use super::{assert_fails, claim, delivery, endpoint, enqueue, health, make_due, one, run};
+use pgrx::prelude::*;
+
+fn set(table: &str, assignments: &str, filter: &str) {
+    run(&format!("UPDATE webhook_outbox.{table} SET {assignments} WHERE {filter}"));
+}
+
+#[pg_test(schema = "tests")]
+fn claim_marks_due_pending_and_retry_rows_sending() {
+    let e = endpoint("");
+    let (pending, retry) = (enqueue(e), enqueue(e));
+    set("deliveries", "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'", &format!("id = {retry}"));
+    let rows = one::<String>(
+        "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, locked_until - now()), ' ' ORDER BY id)
+         FROM webhook_outbox.get_ready_deliveries()",
+    );
+    assert_eq!(rows, format!("{pending}:sending:1:00:00:30 {retry}:sending:3:00:00:30"));
+    // The returned rows are what the table now holds.
+    for d in [pending, retry] {
+        assert_eq!(delivery::<String>(d, "status"), "sending");
+        assert!(delivery::<bool>(d, "locked_until = now() + interval '30 seconds'"));
+    }
+    // Leased rows are not handed out again.
+    assert_eq!(claim(10), Vec::<i64>::new());
+}
+
+#[pg_test(schema = "tests")]
+fn claim_uses_the_given_lease() {
+    let d = enqueue(endpoint(""));
+    assert_eq!(one::<i64>("SELECT id FROM webhook_outbox.get_ready_deliveries(1, '5 minutes')"), d);
+    assert!(delivery::<bool>(d, "locked_until = now() + interval '5 minutes'"));
+}
+
+#[pg_test(schema = "tests")]
+fn claim_respects_batch_size() {
+    let e = endpoint("");
+    for _ in 0..5 {
+        enqueue(e);
+    }
+    assert_eq!(claim(2).len(), 2);
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'pending'"), 3);
+    assert_eq!(claim(10).len(), 3);
+    assert_eq!(claim(10).len(), 0);
+}
+
+#[pg_test(schema = "tests")]
+fn claim_takes_the_oldest_due_first() {
+    let e = endpoint("");
+    let ids: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
+    for (i, d) in ids.iter().enumerate() {
+        set("deliveries", &format!("next_attempt_at = now() - interval '{i} minutes'"), &format!("id = {d}"));
+    }
+    assert_eq!(claim(1), vec![ids[2]]);
+    assert_eq!(claim(1), vec![ids[1]]);
+}
+
+#[pg_test(schema = "tests")]
+fn claim_skips_rows_not_yet_due() {
+    let e = endpoint("");
+    let (later, now) = (enqueue(e), enqueue(e));
+    set("deliveries", "next_attempt_at = now() + interval '1 second'", &format!("id = {later}"));
+    assert_eq!(claim(10), vec![now]);
+    assert_eq!(delivery::<String>(later, "status"), "pending");
+    assert_eq!(delivery::<i32>(later, "attempt_count"), 0);
+}
+
+#[pg_test(schema = "tests")]
+fn claim_skips_finished_and_shadow_rows() {
+    let e = endpoint("");
+    for status in ["sent", "dead", "shadow"] {
+        set("deliveries", &format!("status = '{status}'"), &format!("id = {}", enqueue(e)));
+    }
+    assert_eq!(claim(10), Vec::<i64>::new());
+}
+
+#[pg_test(schema = "tests")]
+fn claim_skips_disabled_endpoints() {
+    let (off, on) = (endpoint(""), endpoint(""));
+    let (d_off, d_on) = (enqueue(off), enqueue(on));
+    set("endpoints", "enabled = false", &format!("id = {off}"));
+    assert_eq!(claim(10), vec![d_on]);
+    assert_eq!(delivery::<String>(d_off, "status"), "pending");
+}
+
+#[pg_test(schema = "tests")]
+fn claim_skips_open_circuits() {
+    let (broken, fine) = (endpoint(""), endpoint(""));
+    let (d_broken, d_fine) = (enqueue(broken), enqueue(fine));
+    set("health_metrics", "circuit_state = 'open', circuit_opened_at = now()", &format!("webhook_id = {broken}"));
+    assert_eq!(claim(10), vec![d_fine]);
+    assert_eq!(delivery::<String>(d_broken, "status"), "pending");
+    assert_eq!(health::<String>(broken, "circuit_state"), "open");
+    // Still open one second before circuit_open_seconds (60) have passed.
+    set("health_metrics", "circuit_opened_at = now() - interval '59 seconds'", &format!("webhook_id = {broken}"));
+    assert_eq!(claim(10), Vec::<i64>::new());
+    // A shorter open period makes it due for a probe.
+    run("SET LOCAL webhook_outbox.circuit_open_seconds = 30");
+    assert_eq!(claim(10), vec![d_broken]);
+}
+
+#[pg_test(schema = "tests")]
+fn claim_lets_one_probe_through_an_expired_open_circuit() {
+    let e = endpoint("");
+    let ids: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
+    set("health_metrics", "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'", &format!("webhook_id = {e}"));
+    let probe = claim(10);
+    assert_eq!(probe.len(), 1, "exactly one probe: {probe:?}");
+    assert!(ids.contains(&probe[0]));
+    assert_eq!(health::<String>(e, "circuit_state"), "half_open");
+    assert!(health::<bool>(e, "circuit_probe_at = now()"));
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'pending'"), 2);
+    // While the probe is out, nothing else goes.
+    assert_eq!(claim(10), Vec::<i64>::new());
+    // A probe whose lease ran out without a result lets another one through.
+    set("health_metrics", "circuit_probe_at = now() - interval '31 seconds'", &format!("webhook_id = {e}"));
+    assert_eq!(claim(10).len(), 1);
+}
+
+#[pg_test(schema = "tests")]
+fn claim_reclaims_sending_rows_with_an_expired_lease() {
+    let e = endpoint("");
+    let (expired, leased) = (enqueue(e), enqueue(e));
+    assert_eq!(claim(10), vec![expired, leased]);
+    set("deliveries", "locked_until = now() - interval '1 second'", &format!("id = {expired}"));
+    set("deliveries", "locked_until = now() + interval '1 second'", &format!("id = {leased}"));
+    assert_eq!(claim(10), vec![expired]);
+    assert_eq!(delivery::<i32>(expired, "attempt_count"), 2);
+    assert!(delivery::<bool>(expired, "status = 'sending' AND locked_until = now() + interval '30 seconds'"));
+    assert_eq!(delivery::<i32>(leased, "attempt_count"), 1);
+}
+
+#[pg_test(schema = "tests")]
+fn claim_returns_nothing_in_mode_shadow_or_off() {
+    let d = enqueue(endpoint(""));
+    for mode in ["shadow", "off"] {
+        run(&format!("SET LOCAL webhook_outbox.mode = '{mode}'"));
+        assert_eq!(claim(10), Vec::<i64>::new(), "mode {mode}");
+    }
+    assert_eq!(delivery::<String>(d, "status"), "pending");
+    run("SET LOCAL webhook_outbox.mode = 'on'");
+    make_due(d);
+    assert_eq!(claim(10), vec![d]);
+}
+
+#[pg_test(schema = "tests")]
+fn claim_rejects_bad_arguments() {
+    let claim = |args: &str| format!("SELECT * FROM webhook_outbox.get_ready_deliveries({args})");
+    assert_fails(&claim("0"), "22023", "batch_size must be at least 1, got 0");
+    assert_fails(&claim("-5"), "22023", "batch_size must be at least 1, got -5");
+    assert_fails(&claim("10, '0 seconds'"), "22023", "lease must be a positive interval");
+    assert_fails(&claim("10, '-1 minute'"), "22023", "lease must be a positive interval");
+}
+
+#[pg_test(schema = "tests", error = "batch_size must be at least 1, got 0")]
+fn claim_zero_batch_size_is_an_error() {
+    run("SELECT * FROM webhook_outbox.get_ready_deliveries(0)");
+}

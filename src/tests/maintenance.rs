@@ -1,0 +1,171 @@
+//! Operator functions: requeue_dead, cleanup, run_once.
+
+use super::{assert_fails, attempt, column, delivery, endpoint, enqueue, one, run};
+use pgrx::prelude::*;
+
+fn statuses() -> Vec<String> {
+    column("SELECT status FROM webhook_outbox.deliveries ORDER BY id")
+}
+
+/// A delivery to `endpoint` that died of a 404 `hours_ago`.
+fn dead(endpoint: i64, hours_ago: i32) -> i64 {
+    let d = enqueue(endpoint);
+    assert_eq!(attempt(d, "404, 7"), "dead");
+    run(&format!("UPDATE webhook_outbox.deliveries SET dead_at = now() - interval '{hours_ago} hours' WHERE id = {d}"));
+    d
+}
+
+#[pg_test(schema = "tests")]
+fn requeue_dead_resets_dead_deliveries() {
+    let e = endpoint("");
+    let d = one::<i64>(&format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{\"n\": 7}}', 'evt-7')"));
+    run(&format!("UPDATE webhook_outbox.deliveries SET max_attempts = 2 WHERE id = {d}"));
+    assert_eq!(attempt(d, "500, 3"), "retry");
+    assert_eq!(attempt(d, "503, 3"), "dead");
+    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead()"), 1);
+    assert_eq!(
+        delivery::<String>(
+            d,
+            "format('%s|%s|%s|%s|%s|%s|%s|%s|%s', status, attempt_count, last_status_code, last_error, dead_at,
+                    locked_until, next_attempt_at = now(), event_id, payload)"
+        ),
+        r#"pending|0||||t|evt-7|{"n": 7}"#
+    );
+    // It is delivered again, with its full number of attempts.
+    assert_eq!(attempt(d, "500, 3"), "retry");
+    assert_eq!(attempt(d, "200, 3"), "sent");
+    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead()"), 0);
+}
+
+#[pg_test(schema = "tests")]
+fn requeue_dead_limits_rows_oldest_first() {
+    let e = endpoint("");
+    let (newest, oldest, middle) = (dead(e, 1), dead(e, 3), dead(e, 2));
+    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(2)"), 2);
+    assert_eq!(delivery::<String>(oldest, "status"), "pending");
+    assert_eq!(delivery::<String>(middle, "status"), "pending");
+    assert_eq!(delivery::<String>(newest, "status"), "dead");
+}
+
+#[pg_test(schema = "tests")]
+fn requeue_dead_filters_by_endpoint() {
+    let (a, b) = (endpoint(""), endpoint(""));
+    let (da, db) = (dead(a, 1), dead(b, 1));
+    assert_eq!(one::<i64>(&format!("SELECT webhook_outbox.requeue_dead(endpoint_id => {b})")), 1);
+    assert_eq!(delivery::<String>(da, "status"), "dead");
+    assert_eq!(delivery::<String>(db, "status"), "pending");
+    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(endpoint_id => -1)"), 0);
+}
+
+#[pg_test(schema = "tests")]
+fn requeue_dead_dry_run_only_counts() {
+    let e = endpoint("");
+    for h in 1..=3 {
+        dead(e, h);
+    }
+    enqueue(e); // pending: not counted
+    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(dry_run => true)"), 3);
+    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(2, dry_run => true)"), 2);
+    assert_eq!(statuses(), ["dead", "dead", "dead", "pending"]);
+}
+
+#[pg_test(schema = "tests")]
+fn requeue_dead_rejects_bad_max_rows() {
+    assert_fails("SELECT webhook_outbox.requeue_dead(0)", "22023", "max_rows must be at least 1, got 0");
+    assert_fails("SELECT webhook_outbox.requeue_dead(-1)", "22023", "max_rows must be at least 1, got -1");
+    assert_fails("SELECT webhook_outbox.requeue_dead(NULL)", "22023", "max_rows must be at least 1, got NULL");
+}
+
+/// One delivery per (status, age); returns their ids in the order given.
+/// `age` moves the column cleanup ages the status by (sent_at, created_at,
+/// dead_at) into the past.
+fn aged(endpoint: i64, rows: &[(&str, &str)]) -> Vec<i64> {
+    rows.iter()
+        .map(|(status, age)| {
+            let d = enqueue(endpoint);
+            let column = match *status {
+                "sent" => "sent_at",
+                "dead" => "dead_at",
+                _ => "created_at",
+            };
+            run(&format!(
+                "UPDATE webhook_outbox.deliveries SET status = '{status}', {column} = now() - interval '{age}' WHERE id = {d}"
+            ));
+            run(&format!(
+                "INSERT INTO webhook_outbox.attempts (delivery_id, endpoint_id, attempt_no, status_code) VALUES ({d}, {endpoint}, 1, 200)"
+            ));
+            d
+        })
+        .collect()
+}
+
+const AGED: &[(&str, &str)] = &[
+    ("sent", "15 days"),
+    ("sent", "13 days"),
+    ("shadow", "8 days"),
+    ("shadow", "6 days"),
+    ("dead", "31 days"),
+    ("dead", "29 days"),
+    ("pending", "100 days"),
+    ("retry", "100 days"),
+];
+
+fn cleanup(args: &str) -> Vec<String> {
+    column(&format!("SELECT format('%s=%s', status, deleted) FROM webhook_outbox.cleanup({args})"))
+}
+
+fn remaining() -> Vec<i64> {
+    column("SELECT id FROM webhook_outbox.deliveries ORDER BY id")
+}
+
+#[pg_test(schema = "tests")]
+fn cleanup_deletes_old_finished_deliveries_and_their_attempts() {
+    let e = endpoint("");
+    let ids = aged(e, AGED);
+    assert_eq!(cleanup(""), ["sent=1", "shadow=1", "dead=1"]);
+    let kept = vec![ids[1], ids[3], ids[5], ids[6], ids[7]];
+    assert_eq!(remaining(), kept);
+    assert_eq!(column::<i64>("SELECT delivery_id FROM webhook_outbox.attempts ORDER BY delivery_id"), kept);
+    assert_eq!(cleanup(""), ["sent=0", "shadow=0", "dead=0"]);
+}
+
+#[pg_test(schema = "tests")]
+fn cleanup_uses_the_given_ages() {
+    let e = endpoint("");
+    let ids = aged(e, AGED);
+    assert_eq!(cleanup("'1 day', '100 years', '1 day'"), ["sent=2", "shadow=0", "dead=2"]);
+    assert_eq!(remaining(), vec![ids[2], ids[3], ids[6], ids[7]]);
+    assert_eq!(cleanup("shadow_older_than => '1 day'"), ["sent=0", "shadow=2", "dead=0"]);
+    assert_eq!(remaining(), vec![ids[6], ids[7]]);
+}
+
+#[pg_test(schema = "tests")]
+fn cleanup_dry_run_only_counts() {
+    let e = endpoint("");
+    aged(e, AGED);
+    assert_eq!(cleanup("dry_run => true"), ["sent=1", "shadow=1", "dead=1"]);
+    assert_eq!(remaining().len(), AGED.len());
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"), AGED.len() as i64);
+}
+
+#[pg_test(schema = "tests")]
+fn cleanup_rejects_null_ages() {
+    assert_fails("SELECT * FROM webhook_outbox.cleanup(NULL)", "22004", "cleanup needs an age for each status");
+    assert_fails("SELECT * FROM webhook_outbox.cleanup(dead_older_than => NULL)", "22004", "cleanup needs an age for each status");
+}
+
+#[pg_test(schema = "tests")]
+fn run_once_with_nothing_due_returns_zero() {
+    assert_eq!(one::<i64>("SELECT webhook_outbox.run_once()"), 0);
+    let e = endpoint("");
+    let d = enqueue(e);
+    run(&format!("UPDATE webhook_outbox.deliveries SET next_attempt_at = now() + interval '1 hour' WHERE id = {d}"));
+    assert_eq!(one::<i64>("SELECT webhook_outbox.run_once(10)"), 0);
+    assert_eq!(delivery::<String>(d, "format('%s|%s', status, attempt_count)"), "pending|0");
+}
+
+#[pg_test(schema = "tests")]
+fn run_once_rejects_bad_max_rows() {
+    assert_fails("SELECT webhook_outbox.run_once(0)", "22023", "max_rows must be at least 1, got 0");
+    assert_fails("SELECT webhook_outbox.run_once(-3)", "22023", "max_rows must be at least 1, got -3");
+}
