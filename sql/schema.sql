@@ -44,12 +44,14 @@ CREATE TABLE deliveries (
     UNIQUE (endpoint_id, event_id)
 );
 -- Partial indexes: a status change only touches the index of the new status,
--- and claiming reads the due rows in order without scanning history.
+-- and claiming reads the due rows in order without scanning history. The
+-- history (sent, shadow) is only ever read by age for retention: BRIN, which
+-- costs next to nothing to maintain on the hot path.
 CREATE INDEX deliveries_due_idx ON deliveries (next_attempt_at) WHERE status IN ('pending', 'retry');
 CREATE INDEX deliveries_leased_idx ON deliveries (locked_until) WHERE status = 'sending';
-CREATE INDEX deliveries_sent_idx ON deliveries (sent_at) WHERE status = 'sent';
 CREATE INDEX deliveries_dead_idx ON deliveries (dead_at) WHERE status = 'dead';
-CREATE INDEX deliveries_shadow_idx ON deliveries (created_at) WHERE status = 'shadow';
+CREATE INDEX deliveries_sent_brin ON deliveries USING brin (sent_at) WHERE status = 'sent';
+CREATE INDEX deliveries_shadow_brin ON deliveries USING brin (created_at) WHERE status = 'shadow';
 -- v_rollout_status counts recent events per flag; most rows carry none.
 CREATE INDEX deliveries_flag_idx ON deliveries (flag_key, created_at) WHERE flag_key IS NOT NULL;
 COMMENT ON TABLE deliveries IS 'The outbox: one row per (endpoint, event). Written in the caller''s transaction; delivered by the worker.';
@@ -71,7 +73,8 @@ CREATE TABLE attempts (
 );
 -- No foreign key: a per-row RI check would cost more than the insert; cleanup() removes them with their delivery.
 CREATE INDEX attempts_delivery_idx ON attempts (delivery_id);
-CREATE INDEX attempts_time_idx ON attempts (attempted_at);
+-- Append-only in time order: BRIN serves the last-hour/last-day views at a fraction of a btree's upkeep.
+CREATE INDEX attempts_time_brin ON attempts USING brin (attempted_at);
 COMMENT ON TABLE attempts IS 'One row per HTTP attempt: when, how long, status or error, first bytes of the response.';
 
 CREATE TABLE health_metrics (

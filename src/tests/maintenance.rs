@@ -29,7 +29,7 @@ fn requeue_dead_resets_dead_deliveries() {
             "format('%s|%s|%s|%s|%s|%s|%s|%s|%s', status, attempt_count, last_status_code, last_error, dead_at,
                     locked_until, next_attempt_at = now(), event_id, payload)"
         ),
-        r#"pending|0||||t|evt-7|{"n": 7}"#
+        r#"pending|0|||||t|evt-7|{"n": 7}"#
     );
     // It is delivered again, with its full number of attempts.
     assert_eq!(attempt(d, "500, 3"), "retry");

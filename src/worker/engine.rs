@@ -34,6 +34,10 @@ pub struct Engine {
     waker: Waker,
 }
 
+fn half_lease() -> Duration {
+    Duration::from_millis(guc::lease_ms() as u64 / 2)
+}
+
 fn wake_every() -> usize {
     guc::batch_size() / 2
 }
@@ -84,6 +88,11 @@ impl Engine {
             self.http = http;
         }
         Ok(())
+    }
+
+    /// Something to settle: results, or jobs queued for half a lease (to give back).
+    pub fn has_results(&self) -> bool {
+        self.pool.has_done() || self.pool.oldest_queued().is_some_and(|t| t.elapsed() >= half_lease())
     }
 
     /// Deliveries claimed and not yet settled.
@@ -162,8 +171,7 @@ impl Engine {
     /// Write back what the threads finished. Queued jobs of endpoints whose
     /// circuit just opened, and jobs queued for half a lease, are put back.
     pub fn settle(&mut self, client: &mut SpiClient<'_>) -> spi::Result<Settled> {
-        let half_lease = Duration::from_millis(guc::lease_ms() as u64 / 2);
-        self.pool.release(&HashSet::new(), Instant::now().checked_sub(half_lease));
+        self.pool.release(&HashSet::new(), Instant::now().checked_sub(half_lease()));
         let mut results = Vec::new();
         let mut released = Vec::new();
         for done in self.pool.take_done() {

@@ -89,6 +89,11 @@ fn transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     outcome
 }
 
+/// `transaction` around SPI work, with both kinds of failure as one message.
+fn spi_transaction<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<R>) -> Result<R, String> {
+    transaction(|| Spi::connect_mut(f))?.map_err(|e| e.to_string())
+}
+
 fn report_activity(text: &std::ffi::CStr) {
     unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
 }
@@ -145,6 +150,8 @@ fn run(index: usize) {
     let mut scrape: Option<Scrape> = None;
     let mut sleep = Duration::ZERO;
     let mut last_error = String::new();
+    // Checked again after any failed transaction (the extension may have been dropped).
+    let mut ready = false;
     loop {
         wait(waker.fd(), sleep);
         waker.clear();
@@ -171,25 +178,30 @@ fn run(index: usize) {
                 }
             },
         };
-        match transaction(extension_ready) {
-            Ok(true) => {}
-            // The extension is not there (yet, or any more): wait, don't crash-loop.
-            Ok(false) => continue,
-            Err(err) => {
-                note_error(index, &mut last_error, &err);
-                continue;
+        if !ready {
+            match transaction(extension_ready) {
+                Ok(true) => ready = true,
+                // The extension is not there (yet, or any more): wait, don't crash-loop.
+                Ok(false) => continue,
+                Err(err) => {
+                    note_error(index, &mut last_error, &err);
+                    continue;
+                }
             }
         }
-        report_activity(c"settling");
-        match transaction(|| Spi::connect_mut(|c| e.settle(c))) {
-            Ok(Ok(s)) if s.sent + s.failed > 0 => shmem::with_slot(index, |slot| {
-                slot.sent += s.sent;
-                slot.failed += s.failed;
-                slot.last_active_ms = now_ms();
-            }),
-            Ok(Err(err)) => note_error(index, &mut last_error, &format!("settle: {err}")),
-            Err(err) => note_error(index, &mut last_error, &format!("settle: {err}")),
-            _ => {}
+        if e.has_results() {
+            report_activity(c"settling");
+            match spi_transaction(|c| e.settle(c)) {
+                Ok(s) => shmem::with_slot(index, |slot| {
+                    slot.sent += s.sent;
+                    slot.failed += s.failed;
+                    slot.last_active_ms = now_ms();
+                }),
+                Err(err) => {
+                    ready = false;
+                    note_error(index, &mut last_error, &format!("settle: {err}"));
+                }
+            }
         }
         if guc::mode() != Mode::On {
             report_activity(c"paused (webhook_outbox.mode is not on)");
@@ -208,21 +220,24 @@ fn run(index: usize) {
             continue;
         }
         report_activity(c"claiming");
-        let claimed = transaction(|| {
-            Spi::connect_mut(|c| {
-                let n = e.claim(c, want)?;
-                let due = if n < want { engine::next_due_ms(c)? } else { Some(0) };
-                Ok::<_, pgrx::spi::Error>(due)
-            })
+        let claimed = spi_transaction(|c| {
+            let n = e.claim(c, want)?;
+            if n < want {
+                engine::next_due_ms(c)
+            } else {
+                Ok(Some(0))
+            }
         });
         match claimed {
-            Ok(Ok(due)) => {
+            Ok(due) => {
                 if let Some(ms) = due {
                     sleep = sleep.min(Duration::from_millis(ms as u64));
                 }
             }
-            Ok(Err(err)) => note_error(index, &mut last_error, &format!("claim: {err}")),
-            Err(err) => note_error(index, &mut last_error, &format!("claim: {err}")),
+            Err(err) => {
+                ready = false;
+                note_error(index, &mut last_error, &format!("claim: {err}"));
+            }
         }
         report_activity(c"waiting");
     }
@@ -262,12 +277,12 @@ fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut St
 /// requests finish (at most one HTTP timeout), settle everything.
 fn shutdown(mut e: Engine, waker: &Waker) {
     e.release_queued();
-    let deadline = Instant::now() + e.timeout() + Duration::from_millis(500);
+    let deadline = Instant::now() + e.timeout();
     while !e.idle() && Instant::now() < deadline {
         wait(waker.fd(), Duration::from_millis(50));
         waker.clear();
     }
-    if let Err(err) = transaction(|| Spi::connect_mut(|c| e.settle(c))) {
+    if let Err(err) = spi_transaction(|c| e.settle(c)) {
         warning!("webhook_outbox: settling at shutdown failed, leases will expire: {err}");
     }
 }

@@ -163,6 +163,15 @@ impl Pool {
         std::mem::take(&mut self.shared.lock().done)
     }
 
+    /// When the longest-waiting queued job was claimed.
+    pub fn oldest_queued(&self) -> Option<Instant> {
+        self.shared.lock().queues.values().filter_map(|q| q.front()).map(|j| j.claimed_at).min()
+    }
+
+    pub fn has_done(&self) -> bool {
+        !self.shared.lock().done.is_empty()
+    }
+
     /// Claimed and not yet reported back, per endpoint and in total.
     pub fn outstanding(&self) -> (usize, HashMap<i64, usize>) {
         let state = self.shared.lock();
