@@ -212,8 +212,8 @@ impl Engine {
 }
 
 /// Milliseconds until something is due, if anything is waiting.
-pub fn next_due_ms(client: &SpiClient<'_>) -> spi::Result<Option<i64>> {
-    client.select(NEXT_DUE, Some(1), &[])?.first().get_one::<i64>()
+pub fn next_due_ms(client: &mut SpiClient<'_>) -> spi::Result<Option<i64>> {
+    plans::execute(client, NEXT_DUE, &[])?.first().get_one::<i64>()
 }
 
 /// Endpoints among these results whose circuit is not closed now.

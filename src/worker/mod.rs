@@ -17,6 +17,9 @@ use pgrx::prelude::*;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+/// Shortest sleep when something is due but nothing could be claimed.
+const MIN_NAP_MS: i64 = 10;
+
 pub fn register() {
     for i in 0..guc::workers() {
         BackgroundWorkerBuilder::new(&format!("webhook_outbox worker {i}"))
@@ -221,19 +224,15 @@ fn run(index: usize) {
         }
         report_activity(c"claiming");
         let claimed = spi_transaction(|c| {
-            let n = e.claim(c, want)?;
-            if n < want {
-                engine::next_due_ms(c)
-            } else {
-                Ok(Some(0))
+            if e.claim(c, want)? == want {
+                return Ok(Some(Duration::ZERO)); // a full batch: there may be more
             }
+            // A row can be due yet unclaimable (disabled endpoint, open
+            // circuit): the floor keeps that from becoming a busy loop.
+            Ok(engine::next_due_ms(c)?.map(|ms| Duration::from_millis(ms.max(MIN_NAP_MS) as u64)))
         });
         match claimed {
-            Ok(due) => {
-                if let Some(ms) = due {
-                    sleep = sleep.min(Duration::from_millis(ms as u64));
-                }
-            }
+            Ok(due) => sleep = sleep.min(due.unwrap_or(sleep)),
             Err(err) => {
                 ready = false;
                 note_error(index, &mut last_error, &format!("claim: {err}"));
