@@ -3,20 +3,17 @@
 -- Settling an attempt is Rust (src/settle.rs): it needs the retry rules of src/outcome.rs.
 
 -- Claim due deliveries with a lease. Shared by get_ready_deliveries() and the
--- worker, which also passes the endpoints it has enough in flight for and a
--- per-endpoint cap. Admission mirrors the circuit breaker (src/circuit.rs):
--- closed endpoints admit up to the cap, an open one admits one probe once
--- circuit_open_seconds have passed (and is marked half_open), a half_open one
--- admits another probe only if the first one's lease ran out.
--- The eligible endpoints are passed as an array (an InitPlan), not joined:
--- that keeps the scan on the due index in next_attempt_at order, stopping
--- after p_limit rows, however long the table's history.
-CREATE FUNCTION _claim(
-    p_limit integer,
-    p_lease interval,
-    p_exclude bigint[] DEFAULT '{}',
-    p_per_endpoint integer DEFAULT 2147483647
-) RETURNS SETOF deliveries
+-- worker, which also passes the endpoints it already has enough in flight for.
+-- Admission mirrors the circuit breaker (src/circuit.rs): closed endpoints
+-- admit any number, an open one admits one probe once circuit_open_seconds
+-- have passed (and is marked half_open), a half_open one admits another probe
+-- only if the first one's lease ran out.
+-- The closed endpoints are passed as an array (an InitPlan), not joined: that
+-- keeps the scan on the due index in next_attempt_at order, stopping after
+-- p_limit rows, however long the table's history. Probes are picked apart,
+-- one per endpoint, so a probing endpoint's backlog never crowds out others.
+CREATE FUNCTION _claim(p_limit integer, p_lease interval, p_exclude bigint[] DEFAULT '{}')
+RETURNS SETOF deliveries
 LANGUAGE plpgsql VOLATILE
 SET search_path = webhook_outbox, pg_catalog, pg_temp
 AS $$
@@ -36,38 +33,47 @@ BEGIN
                    AND h.circuit_opened_at + current_setting('webhook_outbox.circuit_open_seconds')::interval <= now())
                OR (h.circuit_state = 'half_open' AND h.circuit_probe_at + p_lease <= now()))
     ), due AS (
-        SELECT d.id, d.endpoint_id, d.next_attempt_at AS at
+        SELECT d.id, d.next_attempt_at AS at
         FROM deliveries d
         WHERE d.status IN ('pending', 'retry')
           AND d.next_attempt_at <= now()
-          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate))
+          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate WHERE NOT probing))
         ORDER BY d.next_attempt_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), expired AS (
-        SELECT d.id, d.endpoint_id, d.locked_until AS at
+        SELECT d.id, d.locked_until AS at
         FROM deliveries d
         WHERE d.status = 'sending'
           AND d.locked_until <= now()
-          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate))
+          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate WHERE NOT probing))
         ORDER BY d.locked_until
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
-    ), ranked AS (
-        SELECT c.id, c.endpoint_id, c.at, g.probing,
-               row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.at, c.id) AS rn
-        FROM (SELECT * FROM expired UNION ALL SELECT * FROM due) c
-        JOIN gate g USING (endpoint_id)
-    ), chosen AS (
-        SELECT id, endpoint_id, probing
-        FROM ranked
-        WHERE rn <= CASE WHEN probing THEN 1 ELSE p_per_endpoint END
-        ORDER BY at, id
-        LIMIT p_limit
     ), probes AS (
+        SELECT p.id, p.at, g.endpoint_id
+        FROM gate g
+        CROSS JOIN LATERAL (
+            SELECT d.id, d.next_attempt_at AS at
+            FROM deliveries d
+            WHERE d.endpoint_id = g.endpoint_id
+              AND d.status IN ('pending', 'retry')
+              AND d.next_attempt_at <= now()
+            ORDER BY d.next_attempt_at
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ) p
+        WHERE g.probing
+    ), chosen AS (
+        SELECT c.id
+        FROM (SELECT id, at FROM probes UNION ALL SELECT id, at FROM expired UNION ALL SELECT id, at FROM due) c
+        ORDER BY c.at, c.id
+        LIMIT p_limit
+    ), half_open AS (
         UPDATE health_metrics h
         SET circuit_state = 'half_open', circuit_probe_at = now(), updated_at = now()
-        WHERE h.webhook_id IN (SELECT endpoint_id FROM chosen WHERE probing)
+        FROM probes p
+        WHERE h.webhook_id = p.endpoint_id AND p.id IN (SELECT id FROM chosen)
     )
     UPDATE deliveries d
     SET status = 'sending',
@@ -78,8 +84,7 @@ BEGIN
     RETURNING d.*;
 END
 $$;
-COMMENT ON FUNCTION _claim(integer, interval, bigint[], integer) IS 'Internal: the claim shared by get_ready_deliveries() and the worker.';
-
+COMMENT ON FUNCTION _claim(integer, interval, bigint[]) IS 'Internal: the claim shared by get_ready_deliveries() and the worker.';
 CREATE FUNCTION get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '30 seconds')
 RETURNS SETOF deliveries
 LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER

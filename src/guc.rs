@@ -51,7 +51,9 @@ static ALLOWED_CIDRS: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
-pub fn init() {
+/// `preloading`: loaded by shared_preload_libraries. Postmaster settings can
+/// only be defined then; loaded later, they keep their defaults (no workers).
+pub fn init(preloading: bool) {
     GucRegistry::define_enum_guc(
         c"webhook_outbox.mode",
         c"off, shadow or on: whether events are recorded and sent.",
@@ -138,24 +140,26 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"webhook_outbox.database",
-        c"Database the delivery workers connect to.",
-        c"",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"webhook_outbox.workers",
-        c"Number of delivery background workers (0 = none; use run_once or an external worker).",
-        c"",
-        &WORKERS,
-        0,
-        MAX_WORKERS as i32,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"webhook_outbox.database",
+            c"Database the delivery workers connect to.",
+            c"",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_int_guc(
+            c"webhook_outbox.workers",
+            c"Number of delivery background workers (0 = none; use run_once or an external worker).",
+            c"",
+            &WORKERS,
+            0,
+            MAX_WORKERS as i32,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"webhook_outbox.batch_size",
         c"Deliveries a worker claims in one transaction.",

@@ -22,10 +22,11 @@ mod worker;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    guc::init();
     // Shared memory and workers exist only when loaded by shared_preload_libraries;
     // otherwise the SQL API still works and run_once() delivers from a session.
-    if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    guc::init(preloading);
+    if !preloading {
         return;
     }
     worker::shmem::init();
@@ -34,7 +35,6 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// Required by `cargo pgrx test`.

@@ -40,9 +40,7 @@ fn disable_flag_reaches_the_next_statement_of_every_session(cluster: &Cluster) {
     app.batch_execute("COMMIT").unwrap();
 
     // Direct table writes go through the same trigger.
-    admin
-        .batch_execute("UPDATE webhook_outbox.feature_flags SET enabled = true WHERE flag_key = 'checkout'")
-        .unwrap();
+    admin.batch_execute("UPDATE webhook_outbox.feature_flags SET enabled = true WHERE flag_key = 'checkout'").unwrap();
     assert!(should_emit(&mut app, "checkout", "user-1"), "a direct UPDATE is seen too");
 }
 
@@ -51,8 +49,25 @@ fn disable_flag_reaches_every_session_at_once_when_preloaded() {
     let cluster = Cluster::start(&[("webhook_outbox.workers", "0"), ("max_prepared_transactions", "2")]);
     disable_flag_reaches_the_next_statement_of_every_session(&cluster);
 
+    // The cache is real: a write that skips the trigger goes unseen until the
+    // generation moves.
+    let (mut admin, mut app) = (cluster.client(), cluster.client());
+    assert!(should_emit(&mut app, "checkout", "user-1"));
+    admin
+        .batch_execute(
+            "BEGIN;
+             ALTER TABLE webhook_outbox.feature_flags DISABLE TRIGGER feature_flags_changed;
+             UPDATE webhook_outbox.feature_flags SET enabled = false WHERE flag_key = 'checkout';
+             ALTER TABLE webhook_outbox.feature_flags ENABLE TRIGGER feature_flags_changed;
+             COMMIT",
+        )
+        .unwrap();
+    assert!(should_emit(&mut app, "checkout", "user-1"), "served from the cache");
+    assert!(!should_emit(&mut cluster.client(), "checkout", "user-1"), "a new session reads the table");
+    admin.batch_execute("SELECT webhook_outbox._rollout_changed()").unwrap();
+    assert!(!should_emit(&mut app, "checkout", "user-1"), "reloaded once the generation moved");
+
     // COMMIT PREPARED would run in a session that cannot tell the others.
-    let mut admin = cluster.client();
     admin.batch_execute("BEGIN; SELECT webhook_outbox.set_rollout('checkout', 50)").unwrap();
     let refused = admin.batch_execute("PREPARE TRANSACTION 'flags'").expect_err("PREPARE must be refused");
     let code = refused.code().map(|c| c.code().to_owned());

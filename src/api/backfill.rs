@@ -1,9 +1,10 @@
 //! `backfill`: historical events from NDJSON into the outbox.
 //!
-//! Lines are checked here with serde_json, so a bad line is reported and
-//! skipped instead of failing the run; accepted events go to Postgres a chunk
-//! at a time, as arrays unnested by one INSERT. Run reports and failed lines
-//! land in `backfill_runs` / `backfill_errors` (sql/operations.sql).
+//! Lines are checked here (serde), so a bad line is reported and skipped
+//! instead of failing the run. Routing is decided here too, from the endpoints
+//! as they are when the call starts; the accepted events then go to Postgres a
+//! chunk at a time, as arrays unnested by one INSERT. Run reports and failed
+//! lines land in `backfill_runs` / `backfill_errors` (sql/operations.sql).
 
 use super::endpoints::spi_error;
 use super::{error, invalid};
@@ -12,12 +13,13 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
+use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-/// Lines per statement: enough to amortise a statement's cost, few enough to
+/// Events per statement: enough to amortise a statement's cost, few enough to
 /// keep its arrays small.
-const CHUNK_LINES: usize = 5_000;
+const CHUNK_EVENTS: usize = 5_000;
 /// Failed lines reported by NOTICE; backfill_errors keeps all of them.
 const NOTICE_LIMIT: i64 = 100;
 /// How much of a failed line backfill_errors keeps.
@@ -25,6 +27,17 @@ const KEPT_LINE_BYTES: usize = 1_024;
 /// Longer event ids would not fit a btree entry of the (endpoint_id, event_id)
 /// key, an error that would abort the whole run.
 const MAX_EVENT_ID_BYTES: usize = 1_024;
+
+/// The fields backfill reads. serde skips the rest of the object without
+/// building it, which is most of the parsing cost saved.
+#[derive(Deserialize)]
+struct Fields {
+    event_id: Option<Value>,
+    event_type: Option<Value>,
+    request_id: Option<Value>,
+    schema_version: Option<Value>,
+    actor: Option<Value>,
+}
 
 /// An accepted line.
 #[derive(Debug, PartialEq)]
@@ -60,34 +73,39 @@ fn parse_line(line_no: i32, line: &str, max_payload_bytes: usize) -> Result<Even
             line.len()
         ));
     }
-    let event: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
-    if !event.is_object() {
-        return Err("not a JSON object".to_owned());
+    // serde would also read a JSON array into the struct, field by position.
+    if !line.starts_with('{') {
+        return Err(match serde_json::from_str::<Value>(line) {
+            Ok(_) => "not a JSON object".to_owned(),
+            Err(e) => format!("not valid JSON: {e}"),
+        });
     }
-    // The fast check first: most lines have no escape sequence at all.
-    if line.contains("\\u0000") && has_nul(&event) {
+    let fields: Fields = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
+    // jsonb cannot store U+0000. Most lines have no such escape: check those that do.
+    if line.contains("\\u0000") && serde_json::from_str::<Value>(line).is_ok_and(|v| has_nul(&v)) {
         return Err("contains \\u0000, which jsonb cannot store".to_owned());
     }
-    let event_id = required(&event, "event_id", true)?;
+    let event_id = required(fields.event_id.as_ref(), "event_id", true)?;
     if event_id.len() > MAX_EVENT_ID_BYTES {
         return Err(format!("event_id longer than {MAX_EVENT_ID_BYTES} bytes"));
     }
-    let event_type = required(&event, "event_type", false)?;
-    required(&event, "request_id", true)?;
-    required(&event, "schema_version", true)?;
-    let subject_id = required(&event, "actor.user_id", true)?;
+    let event_type = required(fields.event_type.as_ref(), "event_type", false)?;
+    required(fields.request_id.as_ref(), "request_id", true)?;
+    required(fields.schema_version.as_ref(), "schema_version", true)?;
+    let user_id = fields.actor.as_ref().and_then(|actor| actor.get("user_id"));
+    let subject_id = required(user_id, "actor.user_id", true)?;
     Ok(Event { line_no, event_id, event_type, subject_id, payload: line })
 }
 
-/// A required field (a dotted path): a non-empty string, or where `numbers`
-/// allows it a number, kept as its JSON text.
-fn required(event: &Value, path: &str, numbers: bool) -> Result<String, String> {
-    match path.split('.').try_fold(event, |v, key| v.get(key)) {
-        None | Some(Value::Null) => Err(format!("missing {path}")),
+/// A required field: a non-empty string, or where `numbers` allows it a
+/// number, kept as its JSON text.
+fn required(value: Option<&Value>, name: &str, numbers: bool) -> Result<String, String> {
+    match value {
+        None | Some(Value::Null) => Err(format!("missing {name}")),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         Some(Value::Number(n)) if numbers => Ok(n.to_string()),
-        Some(_) if numbers => Err(format!("{path} must be a non-empty string or a number")),
-        Some(_) => Err(format!("{path} must be a non-empty string")),
+        Some(_) if numbers => Err(format!("{name} must be a non-empty string or a number")),
+        Some(_) => Err(format!("{name} must be a non-empty string")),
     }
 }
 
@@ -100,105 +118,169 @@ fn has_nul(v: &Value) -> bool {
     }
 }
 
-/// The events of a chunk joined to the endpoints they go to: the given one,
-/// or (endpoint_id NULL) every enabled endpoint subscribed to the type, as
-/// emit() does. `unrouted` lists the lines that reach no endpoint.
-macro_rules! routed_events {
+/// One delivery row's endpoint and its effective max_attempts.
+#[derive(Clone, Copy)]
+struct Target {
+    endpoint_id: i64,
+    max_attempts: i32,
+}
+
+/// Where events go: the endpoint given, or (endpoint_id NULL) the enabled
+/// endpoints subscribed to the event type, as emit() decides; read once.
+struct Routes {
+    fixed: Option<Target>,
+    /// (target, enabled, event_types) of every endpoint.
+    endpoints: Vec<(Target, bool, Option<Vec<String>>)>,
+    by_type: HashMap<String, Vec<Target>>,
+}
+
+impl Routes {
+    fn load(client: &SpiClient<'_>, endpoint_id: Option<i64>, max_attempts: Option<i32>) -> Result<Self, ErrorReport> {
+        let rows = client
+            .select(
+                "SELECT id, enabled, event_types,
+                        coalesce($2, max_attempts, current_setting('webhook_outbox.max_attempts')::integer)
+                 FROM webhook_outbox.endpoints WHERE $1::bigint IS NULL OR id = $1",
+                None,
+                &[endpoint_id.into(), max_attempts.into()],
+            )
+            .map_err(spi_error)?;
+        let mut endpoints = Vec::with_capacity(rows.len());
+        for row in rows {
+            let target = Target {
+                endpoint_id: row.get(1).map_err(spi_error)?.unwrap_or_default(),
+                max_attempts: row.get(4).map_err(spi_error)?.unwrap_or_default(),
+            };
+            let enabled = row.get(2).map_err(spi_error)?.unwrap_or(false);
+            endpoints.push((target, enabled, row.get::<Vec<String>>(3).map_err(spi_error)?));
+        }
+        let fixed = match endpoint_id {
+            None => None,
+            Some(id) => Some(endpoints.first().map(|e| e.0).ok_or_else(|| {
+                error(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("endpoint {id} does not exist"),
+                    "Pass NULL to fan out to the subscribed endpoints, or create it with webhook_outbox.create_endpoint(url).",
+                )
+            })?),
+        };
+        Ok(Routes { fixed, endpoints, by_type: HashMap::new() })
+    }
+
+    fn targets(&mut self, event_type: &str) -> &[Target] {
+        if let Some(fixed) = &self.fixed {
+            return std::slice::from_ref(fixed);
+        }
+        if !self.by_type.contains_key(event_type) {
+            let subscribed = self
+                .endpoints
+                .iter()
+                .filter(|(_, enabled, types)| *enabled && types.as_ref().is_none_or(|t| t.iter().any(|t| t == event_type)))
+                .map(|(target, ..)| *target)
+                .collect();
+            self.by_type.insert(event_type.to_owned(), subscribed);
+        }
+        &self.by_type[event_type]
+    }
+}
+
+/// A chunk's delivery rows that are not in the outbox yet. The check first
+/// spares the duplicates the jsonb parsing and speculative insertion of ON
+/// CONFLICT, which cost ten times more (a rerun of a file is cheap).
+macro_rules! new_rows {
     () => {
-        "WITH event AS (
-             SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::text[])
-                 AS u(line_no, event_id, event_type, subject_id, payload)
-         ), routed AS (
-             SELECT ev.*, e.id AS endpoint_id, e.max_attempts AS endpoint_max_attempts
-             FROM event ev
-             JOIN webhook_outbox.endpoints e
-               ON CASE WHEN $6::bigint IS NULL
-                       THEN e.enabled AND (e.event_types IS NULL OR ev.event_type = ANY (e.event_types))
-                       ELSE e.id = $6 END
-         ), unrouted AS (
-             SELECT coalesce(array_agg(ev.line_no), '{}') AS line_nos
-             FROM event ev
-             WHERE NOT EXISTS (SELECT 1 FROM routed r WHERE r.line_no = ev.line_no)
-         )"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[])
+               AS u(endpoint_id, event_id, event_type, payload, subject_id, max_attempts)
+          WHERE NOT EXISTS (SELECT 1 FROM webhook_outbox.deliveries d
+                            WHERE d.endpoint_id = u.endpoint_id AND d.event_id = u.event_id) "
     };
 }
 
-/// Returns (events with at least one new delivery, deliveries created, unrouted lines).
+/// Returns (events with at least one new delivery, deliveries created).
+/// ON CONFLICT still: a concurrent enqueue of the same event must not abort the run.
 const INSERT_CHUNK: &str = concat!(
-    routed_events!(),
-    ", created AS (
+    "WITH created AS (
          INSERT INTO webhook_outbox.deliveries AS d
              (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts)
-         SELECT r.endpoint_id, r.event_id, r.event_type, r.payload::jsonb, r.subject_id, $8::text,
-                coalesce($7::integer, r.endpoint_max_attempts, current_setting('webhook_outbox.max_attempts')::integer)
-         FROM routed r
-         ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
+         SELECT u.endpoint_id, u.event_id, u.event_type, u.payload::jsonb, u.subject_id, $7, u.max_attempts",
+    new_rows!(),
+    "ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
          RETURNING d.event_id
      )
-     SELECT (SELECT count(DISTINCT event_id) FROM created), (SELECT count(*) FROM created), line_nos
-     FROM unrouted"
+     SELECT count(DISTINCT event_id COLLATE \"C\"), count(*) FROM created"
 );
 
-/// The same answer as INSERT_CHUNK, without writing: what is not in the outbox yet.
-const COUNT_CHUNK: &str = concat!(
-    routed_events!(),
-    " SELECT count(DISTINCT r.event_id), count(*), (SELECT line_nos FROM unrouted)
-      FROM routed r
-      WHERE NOT EXISTS (SELECT 1 FROM webhook_outbox.deliveries d
-                        WHERE d.endpoint_id = r.endpoint_id AND d.event_id = r.event_id)"
-);
+/// The same answer without writing.
+const COUNT_CHUNK: &str = concat!("SELECT count(DISTINCT u.event_id COLLATE \"C\"), count(*)", new_rows!());
 
-/// One call's state: settings, counts, and the ids seen so far in the input.
+/// One call's state: settings, routes, counts, and the ids seen in the input.
 struct Run {
     id: i64,
-    endpoint_id: Option<i64>,
-    max_attempts: Option<i32>,
     dry_run: bool,
     status: &'static str,
+    routes: Routes,
     counts: Counts,
     seen: HashSet<String>,
 }
 
 impl Run {
-    /// Write (or count) one chunk of accepted events, then report its failed lines.
+    /// Sort one line into the chunk, the failures, or the duplicates.
+    fn accept<'a>(&mut self, parsed: Result<Event<'a>, Failure<'a>>, chunk: &mut Vec<Event<'a>>, failures: &mut Vec<Failure<'a>>) {
+        self.counts.processed += 1;
+        match parsed {
+            Err(f) => failures.push(f),
+            Ok(e) if self.seen.contains(&e.event_id) => self.counts.duplicates += 1,
+            Ok(e) if self.routes.targets(&e.event_type).is_empty() => failures.push(Failure {
+                line_no: e.line_no,
+                reason: format!("no enabled endpoint subscribes to event_type '{}'", e.event_type),
+                line: e.payload,
+            }),
+            Ok(e) => {
+                self.seen.insert(e.event_id.clone());
+                chunk.push(e);
+            }
+        }
+    }
+
+    /// Write (or count) a chunk of accepted events, then report the failed lines.
     fn flush<'a>(
         &mut self,
         client: &mut SpiClient<'_>,
-        events: &mut Vec<Event<'a>>,
+        chunk: &mut Vec<Event<'a>>,
         failures: &mut Vec<Failure<'a>>,
     ) -> Result<(), ErrorReport> {
-        if !events.is_empty() {
-            let args = [
-                events.iter().map(|e| e.line_no).collect::<Vec<_>>().into(),
-                events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>().into(),
-                events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>().into(),
-                events.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>().into(),
-                events.iter().map(|e| e.payload).collect::<Vec<_>>().into(),
-                self.endpoint_id.into(),
-                self.max_attempts.into(),
-                self.status.into(),
-            ];
-            let sql = if self.dry_run { COUNT_CHUNK } else { INSERT_CHUNK };
-            let (created, enqueued, unrouted) = client
-                .update(sql, None, &args)
-                .and_then(|t| t.first().get_three::<i64, i64, Vec<i32>>())
-                .map_err(spi_error)?;
-            let (created, enqueued, unrouted) =
-                (created.unwrap_or(0), enqueued.unwrap_or(0), unrouted.unwrap_or_default());
-            for line_no in &unrouted {
-                if let Ok(i) = events.binary_search_by_key(line_no, |e| e.line_no) {
-                    let e = &events[i];
-                    failures.push(Failure {
-                        line_no: e.line_no,
-                        reason: format!("no enabled endpoint subscribes to event_type '{}'", e.event_type),
-                        line: e.payload,
-                    });
+        if !chunk.is_empty() {
+            let mut endpoint_ids = Vec::with_capacity(chunk.len());
+            let mut max_attempts = Vec::with_capacity(chunk.len());
+            let mut rows: Vec<&Event> = Vec::with_capacity(chunk.len());
+            for e in chunk.iter() {
+                for t in self.routes.targets(&e.event_type) {
+                    endpoint_ids.push(t.endpoint_id);
+                    max_attempts.push(t.max_attempts);
+                    rows.push(e);
                 }
             }
+            let mut args = vec![
+                endpoint_ids.into(),
+                rows.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>().into(),
+                rows.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>().into(),
+                rows.iter().map(|e| e.payload).collect::<Vec<_>>().into(),
+                rows.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>().into(),
+                max_attempts.into(),
+            ];
+            let result = if self.dry_run {
+                client.select(COUNT_CHUNK, None, &args)
+            } else {
+                args.push(self.status.into());
+                client.update(INSERT_CHUNK, None, &args)
+            };
+            let (created, enqueued) =
+                result.and_then(|t| t.first().get_two::<i64, i64>()).map_err(spi_error)?;
+            let created = created.unwrap_or(0);
             self.counts.created += created;
-            self.counts.enqueued += enqueued;
-            self.counts.duplicates += (events.len() - unrouted.len()) as i64 - created;
-            events.clear();
+            self.counts.enqueued += enqueued.unwrap_or(0);
+            self.counts.duplicates += chunk.len() as i64 - created;
+            chunk.clear();
         }
         self.report(client, failures)
     }
@@ -208,13 +290,11 @@ impl Run {
         if failures.is_empty() {
             return Ok(());
         }
-        failures.sort_by_key(|f| f.line_no);
         for f in failures.iter() {
             self.counts.failed += 1;
             if self.counts.failed <= NOTICE_LIMIT {
                 notice!("backfill line {}: {}", f.line_no, f.reason);
-            }
-            if self.counts.failed == NOTICE_LIMIT + 1 {
+            } else if self.counts.failed == NOTICE_LIMIT + 1 {
                 notice!(
                     "backfill: further failed lines are only recorded: SELECT * FROM webhook_outbox.backfill_errors WHERE run_id = {}",
                     self.id
@@ -270,10 +350,8 @@ fn backfill(
     let progress_every = match progress_every {
         Some(n) if n >= 0 => n as i64,
         other => {
-            return Err(invalid(
-                format!("progress_every must be 0 (no progress) or more, got {}", fmt_opt(other)),
-                "",
-            ))
+            let got = other.map_or_else(|| "NULL".to_owned(), |n| n.to_string());
+            return Err(invalid(format!("progress_every must be 0 (no progress) or more, got {got}"), ""));
         }
     };
     if let Some(n) = max_attempts.filter(|n| !(1..=100).contains(n)) {
@@ -288,19 +366,7 @@ fn backfill(
         ));
     }
     let counts = Spi::connect_mut(|client| {
-        if let Some(id) = endpoint_id {
-            let exists = client
-                .select("SELECT EXISTS (SELECT 1 FROM webhook_outbox.endpoints WHERE id = $1)", None, &[id.into()])
-                .and_then(|t| t.first().get_one::<bool>())
-                .map_err(spi_error)?;
-            if exists != Some(true) {
-                return Err(error(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!("endpoint {id} does not exist"),
-                    "Pass NULL to fan out to the subscribed endpoints, or create it with webhook_outbox.create_endpoint(url).",
-                ));
-            }
-        }
+        let routes = Routes::load(client, endpoint_id, max_attempts)?;
         let (id, max_payload_bytes) = client
             .update(
                 "INSERT INTO webhook_outbox.backfill_runs (endpoint_id, dry_run, mode) VALUES ($1, $2, $3)
@@ -312,40 +378,32 @@ fn backfill(
             .map_err(spi_error)?;
         let mut run = Run {
             id: id.unwrap_or_default(),
-            endpoint_id,
-            max_attempts,
             dry_run,
             status: if mode == Mode::Shadow { "shadow" } else { "pending" },
+            routes,
             counts: Counts::default(),
             seen: HashSet::new(),
         };
         let max_payload_bytes = max_payload_bytes.unwrap_or(i32::MAX) as usize;
-        let mut events = Vec::with_capacity(CHUNK_LINES);
+        let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
         let mut failures = Vec::new();
         for (i, line) in ndjson.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let line_no = i32::try_from(i + 1).unwrap_or(i32::MAX);
-            run.counts.processed += 1;
-            match parse_line(line_no, line, max_payload_bytes) {
-                Ok(event) if run.seen.contains(&event.event_id) => run.counts.duplicates += 1,
-                Ok(event) => {
-                    run.seen.insert(event.event_id.clone());
-                    events.push(event);
-                }
-                Err(reason) => failures.push(Failure { line_no, reason, line }),
-            }
+            let parsed = parse_line(line_no, line, max_payload_bytes).map_err(|reason| Failure { line_no, reason, line });
+            run.accept(parsed, &mut chunk, &mut failures);
             // Chunks end on progress boundaries, so each progress NOTICE has exact counts.
             let progress = progress_every > 0 && run.counts.processed % progress_every == 0;
-            if events.len() == CHUNK_LINES || progress {
-                run.flush(client, &mut events, &mut failures)?;
+            if chunk.len() == CHUNK_EVENTS || progress {
+                run.flush(client, &mut chunk, &mut failures)?;
             }
             if progress {
                 notice!("backfill: {}", summary(&run.counts));
             }
         }
-        run.flush(client, &mut events, &mut failures)?;
+        run.flush(client, &mut chunk, &mut failures)?;
         let c = run.counts;
         client
             .update(
@@ -356,12 +414,7 @@ fn backfill(
                 &[run.id.into(), c.processed.into(), c.created.into(), c.enqueued.into(), c.duplicates.into(), c.failed.into()],
             )
             .map_err(spi_error)?;
-        notice!(
-            "backfill run {}{}: {}",
-            run.id,
-            if dry_run { " (dry run, nothing written)" } else { "" },
-            summary(&c)
-        );
+        notice!("backfill run {}{}: {}", run.id, if dry_run { " (dry run, nothing queued)" } else { "" }, summary(&c));
         Ok(c)
     })?;
     Ok(TableIterator::once((counts.processed, counts.created, counts.enqueued, counts.duplicates, counts.failed)))
@@ -382,20 +435,16 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-fn fmt_opt(v: Option<i32>) -> String {
-    v.map_or_else(|| "NULL".to_owned(), |n| n.to_string())
-}
-
 extension_sql!(
     r#"
 COMMENT ON FUNCTION backfill(text, bigint, boolean, integer, integer) IS
 'Queue historical events from NDJSON text, one JSON object per line with event_id, event_type, request_id, schema_version and actor.user_id '
 '(the whole object is the payload, actor.user_id the subject_id). endpoint_id NULL fans out to the enabled endpoints subscribed to '
-'each event_type, as emit() does. processed = non-blank lines = created + duplicates + failed: created counts events that got at '
-'least one new delivery, enqueued the delivery rows written (one per event and endpoint), duplicates the events already in the '
-'outbox for every target endpoint or repeated in the input, failed the lines rejected (bad JSON, missing field, over '
-'max_payload_bytes, no subscribed endpoint), each reported by NOTICE (the first 100) and in backfill_errors. mode shadow records '
-'shadow rows; mode off refuses to run except as a dry run. dry_run writes no delivery and returns the counts a real run would; '
+'each event_type, as emit() does (endpoints as they are when the call starts). processed = non-blank lines = created + duplicates + failed: '
+'created counts events that got at least one new delivery, enqueued the delivery rows written (one per event and endpoint), duplicates '
+'the events already in the outbox for every target endpoint or repeated in the input, failed the lines rejected (bad JSON, missing '
+'field, over max_payload_bytes, no subscribed endpoint), each reported by NOTICE (the first 100) and in backfill_errors. mode shadow '
+'records shadow rows; mode off refuses to run except as a dry run. dry_run queues nothing and returns the counts a real run would; '
 'its report is still kept in backfill_runs/backfill_errors. max_attempts overrides the endpoint''s; progress_every N prints a '
 'NOTICE every N lines.';
 "#,

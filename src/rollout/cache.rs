@@ -60,6 +60,8 @@ fn current_validity() -> Option<(u64, u64)> {
     shmem::available().then(|| (GENERATION.get().load(Ordering::Acquire), LOCAL_EPOCH.get()))
 }
 
+/// Whether `subject` emits under the flag `flag_key`, from the cache when it
+/// is current.
 pub fn decision(flag_key: Option<&str>, subject: Option<&str>) -> Decision {
     let Some(key) = flag_key else {
         return decide(None, subject);

@@ -52,4 +52,4 @@ fn _rollout_changed() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-mod pg_tests;
+mod tests;

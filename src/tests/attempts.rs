@@ -14,10 +14,7 @@ fn attempts_of(d: i64) -> Vec<String> {
 #[track_caller]
 fn assert_delay(d: i64, expected_s: f64) {
     let delay = delay_s(d);
-    assert!(
-        (expected_s * 0.8..=expected_s * 1.2).contains(&delay),
-        "delay {delay}s, expected {expected_s}s ± 20%"
-    );
+    assert!((expected_s * 0.8..=expected_s * 1.2).contains(&delay), "delay {delay}s, expected {expected_s}s ± 20%");
 }
 
 #[pg_test(schema = "tests")]
@@ -26,7 +23,10 @@ fn record_attempt_2xx_is_sent() {
     let d = enqueue(e);
     assert_eq!(attempt(d, "200, 12"), "sent");
     assert_eq!(
-        delivery::<String>(d, "format('%s|%s|%s|%s|%s', status, attempt_count, last_status_code, sent_at = now(), locked_until)"),
+        delivery::<String>(
+            d,
+            "format('%s|%s|%s|%s|%s', status, attempt_count, last_status_code, sent_at = now(), locked_until)"
+        ),
         "sent|1|200|t|"
     );
     assert_eq!(attempts_of(d), vec![format!("1:200:12:")]);
@@ -42,7 +42,10 @@ fn record_attempt_5xx_retries_after_the_first_backoff_step() {
     let d = enqueue(e);
     assert_eq!(attempt(d, "500, 30"), "retry");
     assert_eq!(
-        delivery::<String>(d, "format('%s|%s|%s|%s|%s', status, attempt_count, last_status_code, last_error, locked_until)"),
+        delivery::<String>(
+            d,
+            "format('%s|%s|%s|%s|%s', status, attempt_count, last_status_code, last_error, locked_until)"
+        ),
         "retry|1|500|HTTP 500|"
     );
     assert_delay(d, 5.0); // retry_backoff_base
@@ -110,6 +113,20 @@ fn record_attempt_backoff_doubles() {
 }
 
 #[pg_test(schema = "tests")]
+fn record_attempt_backoff_has_jitter() {
+    let e = endpoint("");
+    let ids: Vec<i64> = (0..10).map(|_| enqueue(e)).collect();
+    assert_eq!(claim(10), ids);
+    for d in &ids {
+        assert_eq!(one::<String>(&format!("SELECT webhook_outbox.record_attempt({d}, 500, 1)")), "retry");
+        assert_delay(*d, 5.0);
+    }
+    // Ten failures at once do not come back as one burst of retries.
+    let distinct = one::<i64>("SELECT count(DISTINCT next_attempt_at) FROM webhook_outbox.deliveries");
+    assert!(distinct > 1, "{distinct} distinct retry times");
+}
+
+#[pg_test(schema = "tests")]
 fn record_attempt_backoff_is_capped() {
     run("SET LOCAL webhook_outbox.retry_backoff_base = '10s'");
     run("SET LOCAL webhook_outbox.retry_backoff_max = '15s'");
@@ -127,6 +144,9 @@ fn record_attempt_honours_retry_after_up_to_the_cap() {
     let d = enqueue(e);
     assert_eq!(attempt(d, "429, 5, NULL, '2 seconds'"), "retry");
     assert_eq!(delay_s(d), 2.0);
+    // Capped by retry_after_max: one hour by default.
+    assert_eq!(attempt(d, "503, 5, NULL, '2 hours'"), "retry");
+    assert_eq!(delay_s(d), 3600.0);
     run("SET LOCAL webhook_outbox.retry_after_max = '10s'");
     assert_eq!(attempt(d, "503, 5, retry_after => '1 hour'"), "retry");
     assert_eq!(delay_s(d), 10.0);

@@ -1,17 +1,13 @@
 //! get_ready_deliveries: which rows a claim hands out, and what it does to them.
 
-use super::{assert_fails, claim, delivery, endpoint, enqueue, health, make_due, one, run};
+use super::{assert_fails, claim, delivery, endpoint, enqueue, health, make_due, one, run, update};
 use pgrx::prelude::*;
-
-fn set(table: &str, assignments: &str, filter: &str) {
-    run(&format!("UPDATE webhook_outbox.{table} SET {assignments} WHERE {filter}"));
-}
 
 #[pg_test(schema = "tests")]
 fn claim_marks_due_pending_and_retry_rows_sending() {
     let e = endpoint("");
     let (pending, retry) = (enqueue(e), enqueue(e));
-    set("deliveries", "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'", &format!("id = {retry}"));
+    update("deliveries", retry, "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'");
     let rows = one::<String>(
         "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, locked_until - now()), ' ' ORDER BY id)
          FROM webhook_outbox.get_ready_deliveries()",
@@ -49,8 +45,8 @@ fn claim_respects_batch_size() {
 fn claim_takes_the_oldest_due_first() {
     let e = endpoint("");
     let ids: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
-    for (i, d) in ids.iter().enumerate() {
-        set("deliveries", &format!("next_attempt_at = now() - interval '{i} minutes'"), &format!("id = {d}"));
+    for (i, &d) in ids.iter().enumerate() {
+        update("deliveries", d, &format!("next_attempt_at = now() - interval '{i} minutes'"));
     }
     assert_eq!(claim(1), vec![ids[2]]);
     assert_eq!(claim(1), vec![ids[1]]);
@@ -60,7 +56,7 @@ fn claim_takes_the_oldest_due_first() {
 fn claim_skips_rows_not_yet_due() {
     let e = endpoint("");
     let (later, now) = (enqueue(e), enqueue(e));
-    set("deliveries", "next_attempt_at = now() + interval '1 second'", &format!("id = {later}"));
+    update("deliveries", later, "next_attempt_at = now() + interval '1 second'");
     assert_eq!(claim(10), vec![now]);
     assert_eq!(delivery::<String>(later, "status"), "pending");
     assert_eq!(delivery::<i32>(later, "attempt_count"), 0);
@@ -70,7 +66,7 @@ fn claim_skips_rows_not_yet_due() {
 fn claim_skips_finished_and_shadow_rows() {
     let e = endpoint("");
     for status in ["sent", "dead", "shadow"] {
-        set("deliveries", &format!("status = '{status}'"), &format!("id = {}", enqueue(e)));
+        update("deliveries", enqueue(e), &format!("status = '{status}'"));
     }
     assert_eq!(claim(10), Vec::<i64>::new());
 }
@@ -79,7 +75,7 @@ fn claim_skips_finished_and_shadow_rows() {
 fn claim_skips_disabled_endpoints() {
     let (off, on) = (endpoint(""), endpoint(""));
     let (d_off, d_on) = (enqueue(off), enqueue(on));
-    set("endpoints", "enabled = false", &format!("id = {off}"));
+    update("endpoints", off, "enabled = false");
     assert_eq!(claim(10), vec![d_on]);
     assert_eq!(delivery::<String>(d_off, "status"), "pending");
 }
@@ -88,12 +84,12 @@ fn claim_skips_disabled_endpoints() {
 fn claim_skips_open_circuits() {
     let (broken, fine) = (endpoint(""), endpoint(""));
     let (d_broken, d_fine) = (enqueue(broken), enqueue(fine));
-    set("health_metrics", "circuit_state = 'open', circuit_opened_at = now()", &format!("webhook_id = {broken}"));
+    update("health_metrics", broken, "circuit_state = 'open', circuit_opened_at = now()");
     assert_eq!(claim(10), vec![d_fine]);
     assert_eq!(delivery::<String>(d_broken, "status"), "pending");
     assert_eq!(health::<String>(broken, "circuit_state"), "open");
     // Still open one second before circuit_open_seconds (60) have passed.
-    set("health_metrics", "circuit_opened_at = now() - interval '59 seconds'", &format!("webhook_id = {broken}"));
+    update("health_metrics", broken, "circuit_opened_at = now() - interval '59 seconds'");
     assert_eq!(claim(10), Vec::<i64>::new());
     // A shorter open period makes it due for a probe.
     run("SET LOCAL webhook_outbox.circuit_open_seconds = 30");
@@ -104,7 +100,7 @@ fn claim_skips_open_circuits() {
 fn claim_lets_one_probe_through_an_expired_open_circuit() {
     let e = endpoint("");
     let ids: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
-    set("health_metrics", "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'", &format!("webhook_id = {e}"));
+    update("health_metrics", e, "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'");
     let probe = claim(10);
     assert_eq!(probe.len(), 1, "exactly one probe: {probe:?}");
     assert!(ids.contains(&probe[0]));
@@ -114,8 +110,24 @@ fn claim_lets_one_probe_through_an_expired_open_circuit() {
     // While the probe is out, nothing else goes.
     assert_eq!(claim(10), Vec::<i64>::new());
     // A probe whose lease ran out without a result lets another one through.
-    set("health_metrics", "circuit_probe_at = now() - interval '31 seconds'", &format!("webhook_id = {e}"));
+    update("health_metrics", e, "circuit_probe_at = now() - interval '31 seconds'");
     assert_eq!(claim(10).len(), 1);
+}
+
+/// The probe of one endpoint does not shrink the batch for the others, even
+/// when that endpoint's backlog is older than everything else.
+#[pg_test(schema = "tests")]
+fn claim_fills_the_batch_beside_a_probe() {
+    let (probing, healthy) = (endpoint(""), endpoint(""));
+    for _ in 0..3 {
+        let d = enqueue(probing);
+        update("deliveries", d, "next_attempt_at = now() - interval '1 hour'");
+    }
+    let fresh = [enqueue(healthy), enqueue(healthy)];
+    update("health_metrics", probing, "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'");
+    let claimed = claim(3);
+    assert_eq!(claimed.len(), 3, "one probe and both healthy deliveries: {claimed:?}");
+    assert!(fresh.iter().all(|d| claimed.contains(d)), "{claimed:?}");
 }
 
 #[pg_test(schema = "tests")]
@@ -123,8 +135,8 @@ fn claim_reclaims_sending_rows_with_an_expired_lease() {
     let e = endpoint("");
     let (expired, leased) = (enqueue(e), enqueue(e));
     assert_eq!(claim(10), vec![expired, leased]);
-    set("deliveries", "locked_until = now() - interval '1 second'", &format!("id = {expired}"));
-    set("deliveries", "locked_until = now() + interval '1 second'", &format!("id = {leased}"));
+    update("deliveries", expired, "locked_until = now() - interval '1 second'");
+    update("deliveries", leased, "locked_until = now() + interval '1 second'");
     assert_eq!(claim(10), vec![expired]);
     assert_eq!(delivery::<i32>(expired, "attempt_count"), 2);
     assert!(delivery::<bool>(expired, "status = 'sending' AND locked_until = now() + interval '30 seconds'"));

@@ -39,7 +39,9 @@ fn create_endpoint_generates_a_24_byte_whsec_secret() {
     let secret = |id: i64| one::<String>(&format!("SELECT secret FROM webhook_outbox.endpoints WHERE id = {id}"));
     let (sa, sb) = (secret(a), secret(b));
     assert!(sa.starts_with("whsec_"), "{sa}");
-    let key_len = one::<i32>(&format!("SELECT length(decode(substr(secret, 7), 'base64')) FROM webhook_outbox.endpoints WHERE id = {a}"));
+    let key_len = one::<i32>(&format!(
+        "SELECT length(decode(substr(secret, 7), 'base64')) FROM webhook_outbox.endpoints WHERE id = {a}"
+    ));
     assert_eq!(key_len, 24);
     assert_ne!(sa, sb, "each endpoint gets its own random secret");
 }
@@ -94,7 +96,8 @@ fn create_endpoint_accepts_http_only_with_allow_http() {
 
 #[pg_test(schema = "tests")]
 fn create_endpoint_rejects_bad_secrets() {
-    let create = |secret: &str| format!("SELECT webhook_outbox.create_endpoint('https://example.com/', secret => '{secret}')");
+    let create =
+        |secret: &str| format!("SELECT webhook_outbox.create_endpoint('https://example.com/', secret => '{secret}')");
     assert_fails(&create("hunter2"), "22023", "signing secret must start with \"whsec_\"");
     assert_fails(&create("whsec_!!!not base64!!!"), "22023", "is not standard base64");
     assert_fails(&create("whsec_c2hvcnQ="), "22023", "signing secret decodes to 5 bytes");
@@ -114,7 +117,9 @@ fn create_endpoint_rejects_bad_limits() {
 
 #[pg_test(schema = "tests")]
 fn create_endpoint_rejects_bad_headers() {
-    let create = |headers: &str| format!("SELECT webhook_outbox.create_endpoint('https://example.com/', headers => '{headers}')");
+    let create = |headers: &str| {
+        format!("SELECT webhook_outbox.create_endpoint('https://example.com/', headers => '{headers}')")
+    };
     assert_fails(&create(r#"["X-A", "1"]"#), "22023", "headers must be a JSON object");
     assert_fails(&create(r#""X-A: 1""#), "22023", "headers must be a JSON object");
     assert_fails(&create(r#"{"X-A": 1}"#), "22023", "header \"X-A\" must have a string value");
@@ -134,7 +139,11 @@ fn create_endpoint_rejects_bad_headers() {
 fn create_endpoint_rejects_bad_event_types_and_names() {
     let create = |args: &str| format!("SELECT webhook_outbox.create_endpoint('https://example.com/', {args})");
     assert_fails(&create("event_types => '{}'"), "22023", "event_types is an empty array");
-    assert_fails(&create("event_types => '{order.paid,NULL}'"), "22023", "event_types must not contain NULL or empty names");
+    assert_fails(
+        &create("event_types => '{order.paid,NULL}'"),
+        "22023",
+        "event_types must not contain NULL or empty names",
+    );
     assert_fails(&create("event_types => ARRAY['']"), "22023", "event_types must not contain NULL or empty names");
     assert_fails(&create("name => ' '"), "22023", "endpoint name must not be empty");
 }

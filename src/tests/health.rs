@@ -1,6 +1,6 @@
 //! update_webhook_health and the circuit breaker, end to end with the claim.
 
-use super::{assert_fails, attempt, claim, endpoint, enqueue, health, one, run};
+use super::{assert_fails, attempt, claim, endpoint, enqueue, health, make_due, one, run, update};
 use pgrx::prelude::*;
 
 /// Calls update_webhook_health; returns `fields` (a format() list over the
@@ -15,7 +15,12 @@ const STATE: &str = "'%s|%s|%s', h.consecutive_failures, h.health_status, h.circ
 fn health_returns_the_updated_row() {
     let e = endpoint("");
     assert_eq!(
-        report(e, "200, 100", "'%s|%s|%s|%s|%s|%s|%s', h.webhook_id, h.total_deliveries, h.successful_deliveries, h.failed_deliveries, h.avg_response_time_ms, h.last_status_code, h.last_success_at IS NOT NULL"),
+        report(
+            e,
+            "200, 100",
+            "'%s|%s|%s|%s|%s|%s|%s', h.webhook_id, h.total_deliveries, h.successful_deliveries,
+             h.failed_deliveries, h.avg_response_time_ms, h.last_status_code, h.last_success_at IS NOT NULL"
+        ),
         format!("{e}|1|1|0|100|200|t")
     );
     // The returned row is the stored row.
@@ -119,17 +124,21 @@ fn circuit_opens_probes_and_closes() {
     assert_eq!(claim(10), Vec::<i64>::new(), "no claims while open");
 
     // Open period over: the probe fails, the circuit opens again.
-    run(&format!("UPDATE webhook_outbox.health_metrics SET circuit_opened_at = now() - interval '61 seconds' WHERE webhook_id = {e}"));
+    let open_period_over = || update("health_metrics", e, "circuit_opened_at = now() - interval '61 seconds'");
+    open_period_over();
     assert_eq!(attempt(d, "500, 5"), "retry");
     assert_eq!(health::<String>(e, "format('%s|%s', circuit_state, health_status)"), "open|unavailable");
     assert!(health::<bool>(e, "circuit_opened_at > now() - interval '1 minute'"));
     assert_eq!(claim(10), Vec::<i64>::new(), "open for another period");
 
     // Next period: the probe succeeds and closes it; the rest flows again.
-    run(&format!("UPDATE webhook_outbox.health_metrics SET circuit_opened_at = now() - interval '61 seconds' WHERE webhook_id = {e}"));
-    run(&format!("UPDATE webhook_outbox.deliveries SET next_attempt_at = now() + interval '1 hour' WHERE id = {waiting}"));
+    open_period_over();
+    update("deliveries", waiting, "next_attempt_at = now() + interval '1 hour'");
     assert_eq!(attempt(d, "200, 5"), "sent");
-    assert_eq!(health::<String>(e, "format('%s|%s|%s', circuit_state, health_status, consecutive_failures)"), "closed|healthy|0");
-    super::make_due(waiting);
+    assert_eq!(
+        health::<String>(e, "format('%s|%s|%s', circuit_state, health_status, consecutive_failures)"),
+        "closed|healthy|0"
+    );
+    make_due(waiting);
     assert_eq!(claim(10), vec![waiting]);
 }

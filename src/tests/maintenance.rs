@@ -1,6 +1,6 @@
 //! Operator functions: requeue_dead, cleanup, run_once.
 
-use super::{assert_fails, attempt, column, delivery, endpoint, enqueue, one, run};
+use super::{assert_fails, attempt, column, delivery, endpoint, enqueue, one, run, update};
 use pgrx::prelude::*;
 
 fn statuses() -> Vec<String> {
@@ -11,7 +11,7 @@ fn statuses() -> Vec<String> {
 fn dead(endpoint: i64, hours_ago: i32) -> i64 {
     let d = enqueue(endpoint);
     assert_eq!(attempt(d, "404, 7"), "dead");
-    run(&format!("UPDATE webhook_outbox.deliveries SET dead_at = now() - interval '{hours_ago} hours' WHERE id = {d}"));
+    update("deliveries", d, &format!("dead_at = now() - interval '{hours_ago} hours'"));
     d
 }
 
@@ -19,7 +19,7 @@ fn dead(endpoint: i64, hours_ago: i32) -> i64 {
 fn requeue_dead_resets_dead_deliveries() {
     let e = endpoint("");
     let d = one::<i64>(&format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{\"n\": 7}}', 'evt-7')"));
-    run(&format!("UPDATE webhook_outbox.deliveries SET max_attempts = 2 WHERE id = {d}"));
+    update("deliveries", d, "max_attempts = 2");
     assert_eq!(attempt(d, "500, 3"), "retry");
     assert_eq!(attempt(d, "503, 3"), "dead");
     assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead()"), 1);
@@ -88,11 +88,10 @@ fn aged(endpoint: i64, rows: &[(&str, &str)]) -> Vec<i64> {
                 "dead" => "dead_at",
                 _ => "created_at",
             };
+            update("deliveries", d, &format!("status = '{status}', {column} = now() - interval '{age}'"));
             run(&format!(
-                "UPDATE webhook_outbox.deliveries SET status = '{status}', {column} = now() - interval '{age}' WHERE id = {d}"
-            ));
-            run(&format!(
-                "INSERT INTO webhook_outbox.attempts (delivery_id, endpoint_id, attempt_no, status_code) VALUES ({d}, {endpoint}, 1, 200)"
+                "INSERT INTO webhook_outbox.attempts (delivery_id, endpoint_id, attempt_no, status_code)
+                 VALUES ({d}, {endpoint}, 1, 200)"
             ));
             d
         })
@@ -151,7 +150,11 @@ fn cleanup_dry_run_only_counts() {
 #[pg_test(schema = "tests")]
 fn cleanup_rejects_null_ages() {
     assert_fails("SELECT * FROM webhook_outbox.cleanup(NULL)", "22004", "cleanup needs an age for each status");
-    assert_fails("SELECT * FROM webhook_outbox.cleanup(dead_older_than => NULL)", "22004", "cleanup needs an age for each status");
+    assert_fails(
+        "SELECT * FROM webhook_outbox.cleanup(dead_older_than => NULL)",
+        "22004",
+        "cleanup needs an age for each status",
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -159,8 +162,32 @@ fn run_once_with_nothing_due_returns_zero() {
     assert_eq!(one::<i64>("SELECT webhook_outbox.run_once()"), 0);
     let e = endpoint("");
     let d = enqueue(e);
-    run(&format!("UPDATE webhook_outbox.deliveries SET next_attempt_at = now() + interval '1 hour' WHERE id = {d}"));
+    update("deliveries", d, "next_attempt_at = now() + interval '1 hour'");
     assert_eq!(one::<i64>("SELECT webhook_outbox.run_once(10)"), 0);
+    assert_eq!(delivery::<String>(d, "format('%s|%s', status, attempt_count)"), "pending|0");
+}
+
+/// No HTTP here: the only target is refused by the SSRF guard (loopback is
+/// not in webhook_outbox.allowed_cidrs), which settles the delivery as dead.
+#[pg_test(schema = "tests")]
+fn run_once_settles_a_refused_target() {
+    let e = one::<i64>("SELECT webhook_outbox.create_endpoint('https://127.0.0.1:1/hook')");
+    let d = enqueue(e);
+    assert_eq!(one::<i64>("SELECT webhook_outbox.run_once()"), 1);
+    assert_eq!(delivery::<String>(d, "format('%s|%s', status, attempt_count)"), "dead|1");
+    let error = delivery::<String>(d, "last_error");
+    assert!(error.contains("refused by SSRF guard: 127.0.0.1 is"), "{error}");
+    assert_eq!(one::<i64>(&format!("SELECT count(*) FROM webhook_outbox.attempts WHERE delivery_id = {d}")), 1);
+    assert_eq!(super::health::<i64>(e, "failed_deliveries"), 1);
+}
+
+#[pg_test(schema = "tests")]
+fn run_once_sends_nothing_in_shadow_or_off_mode() {
+    let d = enqueue(one::<i64>("SELECT webhook_outbox.create_endpoint('https://127.0.0.1:1/hook')"));
+    for mode in ["shadow", "off"] {
+        run(&format!("SET LOCAL webhook_outbox.mode = '{mode}'"));
+        assert_eq!(one::<i64>("SELECT webhook_outbox.run_once()"), 0, "mode {mode}");
+    }
     assert_eq!(delivery::<String>(d, "format('%s|%s', status, attempt_count)"), "pending|0");
 }
 

@@ -44,8 +44,7 @@ fn maybe<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
 fn column<T: FromDatum + IntoDatum>(sql: &str) -> Vec<T> {
     Spi::connect_mut(|client| {
         let rows = client.update(sql, None, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.map(|row| row.get::<T>(1).unwrap_or_else(|e| panic!("{sql}: {e}")).expect("NULL value"))
-            .collect()
+        rows.map(|row| row.get::<T>(1).unwrap_or_else(|e| panic!("{sql}: {e}")).expect("NULL value")).collect()
     })
 }
 
@@ -97,7 +96,7 @@ fn enqueue(endpoint: i64) -> i64 {
     one(&format!("SELECT webhook_outbox.enqueue({endpoint}, 'order.paid', '{{\"n\": 1}}')"))
 }
 
-/// Ids handed out by `get_ready_deliveries(batch_size)`, in claim order.
+/// Ids handed out by `get_ready_deliveries(batch_size)`, sorted.
 fn claim(batch_size: i32) -> Vec<i64> {
     column(&format!("SELECT id FROM webhook_outbox.get_ready_deliveries({batch_size}) ORDER BY id"))
 }
@@ -114,9 +113,15 @@ fn health<T: FromDatum + IntoDatum>(endpoint: i64, expr: &str) -> T {
     one(&format!("SELECT {expr} FROM webhook_outbox.health_metrics WHERE webhook_id = {endpoint}"))
 }
 
+/// `UPDATE webhook_outbox.<table> SET <set>` for one row, by id (health_metrics: by endpoint).
+fn update(table: &str, id: i64, set: &str) {
+    let key = if table == "health_metrics" { "webhook_id" } else { "id" };
+    run(&format!("UPDATE webhook_outbox.{table} SET {set} WHERE {key} = {id}"));
+}
+
 /// Makes a pending/retry delivery due now.
 fn make_due(id: i64) {
-    run(&format!("UPDATE webhook_outbox.deliveries SET next_attempt_at = now() - interval '1 second' WHERE id = {id}"));
+    update("deliveries", id, "next_attempt_at = now() - interval '1 second'");
 }
 
 /// Makes delivery `id` due, claims it (it must be the only due one) and

@@ -1,6 +1,6 @@
 //! Putting events in: enqueue (one endpoint) and emit (fan-out), under each mode.
 
-use super::{assert_fails, column, delivery, endpoint, enqueue, maybe, one, run};
+use super::{assert_fails, column, delivery, endpoint, enqueue, maybe, one, run, update};
 use pgrx::prelude::*;
 
 fn count(filter: &str) -> i64 {
@@ -58,7 +58,12 @@ fn enqueue_generates_an_event_id() {
     let ids: Vec<String> = column(&format!("SELECT event_id FROM webhook_outbox.deliveries WHERE id IN ({d1}, {d2})"));
     assert_ne!(ids[0], ids[1]);
     for id in &ids {
-        assert!(one::<bool>(&format!("SELECT '{id}' ~ '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-4[0-9a-f]{{3}}-[89ab][0-9a-f]{{3}}-[0-9a-f]{{12}}$'")), "{id}");
+        assert!(
+            one::<bool>(&format!(
+                "SELECT '{id}' ~ '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-4[0-9a-f]{{3}}-[89ab][0-9a-f]{{3}}-[0-9a-f]{{12}}$'"
+            )),
+            "{id}"
+        );
     }
 }
 
@@ -91,9 +96,8 @@ fn enqueue_enforces_max_payload_bytes() {
     assert_fails(&sql, "54000", "payload of 19 bytes exceeds webhook_outbox.max_payload_bytes (18)");
     // The default is 256 kB.
     run("RESET webhook_outbox.max_payload_bytes");
-    let big = |n: i32| {
-        format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', jsonb_build_object('a', repeat('x', {n})))")
-    };
+    let big =
+        |n: i32| format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', jsonb_build_object('a', repeat('x', {n})))");
     one::<i64>(&big(256 * 1024 - 20));
     assert_fails(&big(256 * 1024), "54000", "exceeds webhook_outbox.max_payload_bytes (262144)");
     assert_eq!(count("true"), 2);
@@ -121,7 +125,7 @@ fn fan_out_endpoints() -> [i64; 4] {
     let paid = endpoint("event_types => '{order.paid,order.refunded}'");
     let users = endpoint("event_types => '{user.created}'");
     let disabled = endpoint("");
-    run(&format!("UPDATE webhook_outbox.endpoints SET enabled = false WHERE id = {disabled}"));
+    update("endpoints", disabled, "enabled = false");
     [all, paid, users, disabled]
 }
 
@@ -138,7 +142,9 @@ fn emit_fans_out_to_enabled_subscribed_endpoints() {
     assert_eq!(one::<i32>(emit), 2);
     assert_eq!(endpoints_of("evt-1"), vec![all, paid]);
     assert_eq!(
-        column::<String>("SELECT DISTINCT format('%s|%s|%s|%s', event_type, payload, subject_id, status) FROM webhook_outbox.deliveries"),
+        column::<String>(
+            "SELECT DISTINCT format('%s|%s|%s|%s', event_type, payload, subject_id, status) FROM webhook_outbox.deliveries"
+        ),
         vec![r#"order.paid|{"order": 1}|c-1|pending"#]
     );
     // Repeating the event creates nothing.
@@ -178,7 +184,11 @@ fn emit_rejects_bad_input() {
     assert_fails("SELECT webhook_outbox.emit('order.paid', NULL)", "22004", "payload must not be NULL");
     assert_fails("SELECT webhook_outbox.emit('', '{}')", "22023", "event_type must not be empty");
     run("SET LOCAL webhook_outbox.max_payload_bytes = 10");
-    assert_fails("SELECT webhook_outbox.emit('order.paid', '{\"a\": \"0123456789\"}')", "54000", "exceeds webhook_outbox.max_payload_bytes (10)");
+    assert_fails(
+        "SELECT webhook_outbox.emit('order.paid', '{\"a\": \"0123456789\"}')",
+        "54000",
+        "exceeds webhook_outbox.max_payload_bytes (10)",
+    );
 }
 
 #[pg_test(schema = "tests")]

@@ -1,6 +1,6 @@
 //! count_pending_by_status and the operator views, over one known setup.
 
-use super::{column, endpoint, enqueue, one, run};
+use super::{column, endpoint, enqueue, one, run, update};
 use pgrx::prelude::*;
 
 /// Endpoints of the setup.
@@ -20,7 +20,7 @@ fn known_setup() -> Setup {
     let beta = endpoint("name => 'beta'");
     let gamma = endpoint("name => 'gamma'");
     let delta = endpoint("name => 'delta'");
-    run(&format!("UPDATE webhook_outbox.endpoints SET enabled = false WHERE id = {gamma}"));
+    update("endpoints", gamma, "enabled = false");
     let health = |e: i64, results: &[&str]| {
         for r in results {
             run(&format!("SELECT webhook_outbox.update_webhook_health({e}, {r})"));
@@ -32,7 +32,7 @@ fn known_setup() -> Setup {
 
     let with = |e: i64, set: &str| {
         let d = enqueue(e);
-        run(&format!("UPDATE webhook_outbox.deliveries SET {set} WHERE id = {d}"));
+        update("deliveries", d, set);
         d
     };
     with(alpha, "created_at = now() - interval '1 hour'");
@@ -41,14 +41,24 @@ fn known_setup() -> Setup {
     with(beta, "status = 'retry', attempt_count = 1, last_status_code = 500, last_error = 'HTTP 500'");
     with(beta, "status = 'sending', attempt_count = 1, locked_until = now() + interval '30 seconds'");
     let dead = [
-        with(beta, "status = 'dead', attempt_count = 5, last_status_code = 500, last_error = 'HTTP 500', dead_at = now() - interval '1 hour'"),
-        with(beta, "status = 'dead', attempt_count = 1, last_status_code = 410, last_error = 'gone', dead_at = now() - interval '2 hours'"),
+        with(
+            beta,
+            "status = 'dead', attempt_count = 5, last_status_code = 500, last_error = 'HTTP 500',
+                    dead_at = now() - interval '1 hour'",
+        ),
+        with(
+            beta,
+            "status = 'dead', attempt_count = 1, last_status_code = 410, last_error = 'gone',
+                    dead_at = now() - interval '2 hours'",
+        ),
     ];
     with(beta, "status = 'shadow'");
 
     // (minutes ago, duration, status): four in the last hour, one more in the
     // last day, one older than a day.
-    for (ago, ms, code) in [(10, 10, "200"), (20, 20, "200"), (30, 30, "500"), (40, 40, "NULL"), (300, 100, "200"), (3000, 1, "200")] {
+    for (ago, ms, code) in
+        [(10, 10, "200"), (20, 20, "200"), (30, 30, "500"), (40, 40, "NULL"), (300, 100, "200"), (3000, 1, "200")]
+    {
         run(&format!(
             "INSERT INTO webhook_outbox.attempts (delivery_id, endpoint_id, attempt_no, attempted_at, duration_ms, status_code)
              VALUES ({sent}, {alpha}, 1, now() - interval '{ago} minutes', {ms}, {code})"
@@ -61,7 +71,9 @@ fn known_setup() -> Setup {
 fn count_pending_by_status_counts_unfinished_deliveries() {
     known_setup();
     assert_eq!(
-        column::<String>("SELECT format('%s=%s/%s', status, count, now() - oldest) FROM webhook_outbox.count_pending_by_status()"),
+        column::<String>(
+            "SELECT format('%s=%s/%s', status, count, now() - oldest) FROM webhook_outbox.count_pending_by_status()"
+        ),
         ["pending=2/01:00:00", "retry=1/00:00:00", "sending=1/00:00:00", "shadow=1/00:00:00"]
     );
 }
@@ -75,7 +87,10 @@ fn count_pending_by_status_on_an_empty_outbox() {
 fn v_queue_status_counts_every_status() {
     known_setup();
     assert_eq!(
-        column::<String>("SELECT format('%s=%s/%s/%s', status, count, oldest_age, next_attempt_at IS NOT NULL) FROM webhook_outbox.v_queue_status"),
+        column::<String>(
+            "SELECT format('%s=%s/%s/%s', status, count, oldest_age, next_attempt_at IS NOT NULL)
+             FROM webhook_outbox.v_queue_status"
+        ),
         [
             "pending=2/01:00:00/t",
             "retry=1/00:00:00/t",
@@ -111,15 +126,14 @@ fn v_webhook_health_dashboard_per_endpoint() {
 fn v_degraded_webhooks_lists_the_unhealthy_worst_first() {
     let s = known_setup();
     assert_eq!(
-        column::<String>("SELECT format('%s:%s:%s', name, health_status, enabled) FROM webhook_outbox.v_degraded_webhooks"),
+        column::<String>(
+            "SELECT format('%s:%s:%s', name, health_status, enabled) FROM webhook_outbox.v_degraded_webhooks"
+        ),
         ["beta:unavailable:t", "delta:degraded:t", "gamma:healthy:f"]
     );
     // A success takes an endpoint off the list.
     run(&format!("SELECT webhook_outbox.update_webhook_health({}, 200, 5)", s.beta));
-    assert_eq!(
-        column::<String>("SELECT name FROM webhook_outbox.v_degraded_webhooks"),
-        ["delta", "gamma"]
-    );
+    assert_eq!(column::<String>("SELECT name FROM webhook_outbox.v_degraded_webhooks"), ["delta", "gamma"]);
 }
 
 #[pg_test(schema = "tests")]
@@ -146,13 +160,11 @@ fn v_dead_letters_newest_first() {
     let s = known_setup();
     assert_eq!(
         column::<String>(
-            "SELECT format('%s|%s|%s|%s|%s|%s', delivery_id, endpoint_id, endpoint_name, attempt_count, last_status_code, last_error)
+            "SELECT format('%s|%s|%s|%s|%s|%s', delivery_id, endpoint_id, endpoint_name, attempt_count,
+                           last_status_code, last_error)
              FROM webhook_outbox.v_dead_letters"
         ),
-        [
-            format!("{}|{}|beta|5|500|HTTP 500", s.dead[0], s.beta),
-            format!("{}|{}|beta|1|410|gone", s.dead[1], s.beta),
-        ]
+        [format!("{}|{}|beta|5|500|HTTP 500", s.dead[0], s.beta), format!("{}|{}|beta|1|410|gone", s.dead[1], s.beta),]
     );
 }
 
@@ -166,6 +178,18 @@ fn v_worker_status_is_empty_without_workers() {
             "SELECT attname::text FROM pg_attribute
              WHERE attrelid = 'webhook_outbox.v_worker_status'::regclass AND attnum > 0 ORDER BY attnum"
         ),
-        ["worker", "pid", "running", "started_at", "last_active_at", "sent", "failed", "last_error", "last_error_at", "state", "activity"]
+        [
+            "worker",
+            "pid",
+            "running",
+            "started_at",
+            "last_active_at",
+            "sent",
+            "failed",
+            "last_error",
+            "last_error_at",
+            "state",
+            "activity"
+        ]
     );
 }

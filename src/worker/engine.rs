@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 const CLAIM: &str = "
     SELECT d.id, d.endpoint_id, d.event_id, d.payload::text, d.attempt_count, d.max_attempts,
-           e.url, e.secret, e.headers::text, coalesce(e.rate_limit_rps, $5)
-    FROM webhook_outbox._claim($1, $2 * interval '1 millisecond', $3, $4) d
+           e.url, e.secret, e.headers::text, coalesce(e.rate_limit_rps, $4)
+    FROM webhook_outbox._claim($1, $2 * interval '1 millisecond', $3) d
     JOIN webhook_outbox.endpoints e ON e.id = d.endpoint_id";
 
 /// Milliseconds until the next delivery falls due (NULL: none waiting).
@@ -120,7 +120,6 @@ impl Engine {
                 (max.min(i32::MAX as usize) as i32).into(),
                 guc::lease_ms().into(),
                 busy.into(),
-                (batch as i32).into(),
                 guc::rate_limit_rps().into(),
             ],
         )?;
