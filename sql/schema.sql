@@ -25,7 +25,7 @@ COMMENT ON COLUMN endpoints.max_attempts IS 'Attempts before dead; NULL = webhoo
 CREATE TABLE deliveries (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     endpoint_id      bigint NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
-    event_id         text NOT NULL,
+    event_id         text COLLATE "C" NOT NULL,
     event_type       text NOT NULL,
     payload          jsonb NOT NULL,
     subject_id       text,
@@ -61,18 +61,19 @@ COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts 
 COMMENT ON COLUMN deliveries.flag_key IS 'The rollout flag emit() checked before writing this row (feature_flags.flag_key, not a foreign key); NULL = none.';
 
 CREATE TABLE attempts (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     delivery_id   bigint NOT NULL,
-    endpoint_id   bigint NOT NULL,
     attempt_no    integer NOT NULL,
+    endpoint_id   bigint NOT NULL,
     attempted_at  timestamptz NOT NULL DEFAULT now(),
     duration_ms   integer,
     status_code   integer,
     error         text,
     response_body text
 );
--- No foreign key: a per-row RI check would cost more than the insert; cleanup() removes them with their delivery.
-CREATE INDEX attempts_delivery_idx ON attempts (delivery_id);
+-- A log: no key of its own (attempt numbers restart when a dead letter is
+-- requeued) and no foreign key (a per-row RI check would cost more than the
+-- insert; cleanup() removes attempts with their delivery).
+CREATE INDEX attempts_delivery_idx ON attempts (delivery_id, attempt_no);
 -- Append-only in time order: BRIN serves the last-hour/last-day views at a fraction of a btree's upkeep.
 CREATE INDEX attempts_time_brin ON attempts USING brin (attempted_at);
 COMMENT ON TABLE attempts IS 'One row per HTTP attempt: when, how long, status or error, first bytes of the response.';

@@ -60,9 +60,9 @@ CREATE VIEW v_webhook_performance AS
 SELECT e.id AS webhook_id,
        e.name,
        w.window_name AS "window",
-       count(a.id)                                                  AS attempts,
-       count(a.id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS successes,
-       round(100.0 * count(a.id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) / nullif(count(a.id), 0), 2)
+       count(a.delivery_id)                                                  AS attempts,
+       count(a.delivery_id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS successes,
+       round(100.0 * count(a.delivery_id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) / nullif(count(a.delivery_id), 0), 2)
                                                                     AS success_rate_pct,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms)   AS p50_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms)  AS p95_ms

@@ -128,7 +128,17 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
     let database = guc::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let name = std::ffi::CString::new(format!("webhook_outbox worker {index}")).unwrap_or_default();
-    unsafe { pg_sys::pgstat_report_appname(name.as_ptr()) };
+    unsafe {
+        pg_sys::pgstat_report_appname(name.as_ptr());
+        // Losing the last commits in a crash only means sending those deliveries
+        // again after their lease, which at-least-once allows: no fsync wait per batch.
+        pg_sys::SetConfigOption(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
     shmem::with_slot(index, |slot| {
         *slot = shmem::WorkerSlot::default();
         slot.pid = unsafe { pg_sys::MyProcPid };
