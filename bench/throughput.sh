@@ -34,8 +34,9 @@ SELECT 1, 'evt-' || i, 'order.paid', '$PAYLOAD'::jsonb, 5 FROM generate_series(1
 CHECKPOINT;
 SQL
 WORKER_PID=$($PSQL -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE 'webhook_outbox%' LIMIT 1")
-rss() { awk '/VmRSS/ {print $2}' /proc/$WORKER_PID/status; }
-echo "queued: $N; worker pid $WORKER_PID, RSS before: $(rss) kB"
+# Private memory only: VmRSS also counts the shared buffers the worker touches.
+rss() { awk '/RssAnon/ {print $2}' /proc/$WORKER_PID/status; }
+echo "queued: $N; worker pid $WORKER_PID, private RSS before: $(rss) kB"
 
 $PSQL -c "ALTER SYSTEM SET webhook_outbox.mode = 'on'" -c "SELECT pg_reload_conf()" >/dev/null
 START=$(date +%s.%N); MAXRSS=0
@@ -49,7 +50,7 @@ done
 END=$(date +%s.%N)
 SECS=$(echo "$END - $START" | bc -l)
 RATE=$(echo "$N / $SECS" | bc -l)
-printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (wrk ceiling %s/s); worker RSS max %s kB, after %s kB\n' \
+printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (wrk ceiling %s/s); worker private RSS max %s kB, after %s kB\n' \
     "$N" "$SECS" "$RATE" "$WRK_RATE" "$MAXRSS" "$(rss)"
 $PSQL -c "SELECT status, count(*) FROM webhook_outbox.deliveries GROUP BY status" \
       -c "SELECT count(*) AS attempts, count(DISTINCT delivery_id) AS deliveries FROM webhook_outbox.attempts"

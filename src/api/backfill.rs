@@ -455,9 +455,11 @@ COMMENT ON FUNCTION backfill(text, bigint, boolean, integer, integer) IS
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    #[cfg(test)]
     use super::parse_line;
     use pgrx::prelude::*;
 
+    #[cfg(test)]
     const MAX: usize = 256 * 1024;
 
     fn line(id: &str, event_type: &str) -> String {
