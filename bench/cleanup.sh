@@ -60,7 +60,7 @@ END;
 SQL
 load_start() {
     rm -f "$WORK"/pgbench_log.*
-    (cd "$WORK" && pgbench -n -h "$WORK/pg" -p $PGPORT -U postgres -c 2 -j 1 -R 100 -T 3600 -l -f load.sql postgres >/dev/null 2>&1) &
+    (cd "$WORK" && exec pgbench -n -h "$WORK/pg" -p $PGPORT -U postgres -c 2 -j 1 -R 100 -T 3600 -l -f load.sql postgres >/dev/null 2>&1) &
     PGB_PID=$!
     sleep 5
 }
@@ -87,6 +87,8 @@ windows = {"before": [], "during": [], "after": []}
 for f in files:
     for line in open(f):
         parts = line.split()
+        if len(parts) < 6:
+            continue  # the last line, cut short when pgbench was stopped
         done = int(parts[4]) + int(parts[5]) / 1e6
         lat_ms = int(parts[2]) / 1000
         key = "before" if done < t0 else "during" if done <= t1 else "after"

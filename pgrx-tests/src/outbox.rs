@@ -116,7 +116,7 @@ pub struct Attempt {
 pub fn attempts(db: &mut impl GenericClient, delivery: i64) -> Vec<Attempt> {
     db.query(
         "SELECT attempt_no, status_code, error, duration_ms FROM webhook_outbox.attempts
-         WHERE delivery_id = $1 ORDER BY attempt_no, id",
+         WHERE delivery_id = $1 ORDER BY attempted_at, attempt_no",
         &[&delivery],
     )
     .expect("attempts")
