@@ -76,5 +76,5 @@ show "psql> SELECT * FROM webhook_outbox.v_worker_status;"
 $PSQL -c "SELECT worker, pid, running, sent, failed, last_error FROM webhook_outbox.v_worker_status"
 SENT=$($PSQL -Atc "SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'sent'")
 echo
-echo "demo: $SENT deliveries sent to the receiver; the cluster stays in $DIR until the next run."
+echo "demo: $SENT deliveries sent to the receiver. The cluster is stopped on exit; its data stays in $DIR/pg."
 [ "$SENT" -ge 3 ]

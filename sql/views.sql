@@ -64,8 +64,8 @@ SELECT e.id AS webhook_id,
        count(a.delivery_id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS successes,
        round(100.0 * count(a.delivery_id) FILTER (WHERE a.status_code BETWEEN 200 AND 299) / nullif(count(a.delivery_id), 0), 2)
                                                                     AS success_rate_pct,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms)   AS p50_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms)  AS p95_ms
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms)::numeric, 1)  AS p50_ms,
+       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms)::numeric, 1) AS p95_ms
 FROM endpoints e
 CROSS JOIN (VALUES ('1 hour', interval '1 hour'), ('1 day', interval '1 day')) w(window_name, span)
 LEFT JOIN attempts a ON a.endpoint_id = e.id AND a.attempted_at >= now() - w.span
