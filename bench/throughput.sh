@@ -12,7 +12,7 @@ WORK=${BENCH_DIR:-/tmp/wo-bench}
 PGPORT=55440; HTTPPORT=18204
 mkdir -p "$WORK"
 nginx_start "$WORK/nginx" $HTTPPORT
-bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.mode='off'" "webhook_outbox.concurrency=${CONCURRENCY:-16}" "webhook_outbox.batch_size=${BATCH:-500}"
+bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.mode='off'" "webhook_outbox.concurrency=${CONCURRENCY:-16}" "webhook_outbox.batch_size=${BATCH:-500}" "webhook_outbox.workers=${WORKERS:-1}"
 trap 'bench_cluster_stop "$WORK/pg"; nginx_stop "$WORK/nginx"' EXIT
 
 PAYLOAD=$(python3 -c 'import json; print(json.dumps({"type":"order.paid","data":{"order_id":"ord_0000000001","customer":"cus_00000042","amount":1999,"currency":"EUR","items":[{"sku":"SKU-1","qty":1},{"sku":"SKU-2","qty":2}],"note":"x"*120}}, separators=(",",":")))')
@@ -33,7 +33,7 @@ INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payloa
 SELECT 1, 'evt-' || i, 'order.paid', '$PAYLOAD'::jsonb, 5 FROM generate_series(1, $N) i;
 CHECKPOINT;
 SQL
-WORKER_PID=$($PSQL -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE 'webhook_outbox%' LIMIT 1")
+WORKER_PID=$($PSQL -Atc "SELECT pid FROM webhook_outbox.v_worker_status WHERE worker = 0")
 # Private memory only: VmRSS also counts the shared buffers the worker touches.
 rss() { awk '/RssAnon/ {print $2}' /proc/$WORKER_PID/status; }
 echo "queued: $N; worker pid $WORKER_PID, private RSS before: $(rss) kB"
@@ -42,7 +42,7 @@ $PSQL -c "ALTER SYSTEM SET webhook_outbox.mode = 'on'" -c "SELECT pg_reload_conf
 START=$(date +%s.%N); MAXRSS=0
 while :; do
     # The worker's own counter (shared memory): polling it costs nothing.
-    DONE=$($PSQL -Atc "SELECT sent + failed FROM webhook_outbox.v_worker_status WHERE worker = 0")
+    DONE=$($PSQL -Atc "SELECT sum(sent + failed) FROM webhook_outbox.v_worker_status")
     R=$(rss); [ "$R" -gt "$MAXRSS" ] && MAXRSS=$R
     [ "$DONE" -ge "$N" ] && break
     sleep 0.1
