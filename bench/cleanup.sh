@@ -2,8 +2,9 @@
 # Retention at scale: delete N old `sent` deliveries (default 1,000,000, each
 # with one attempt row) next to 100,000 recent ones, while pgbench plays the
 # worker (enqueue, claim, record the result: 100 transactions/s). Measures:
-#   - CALL cleanup_in_batches() (a COMMIT every 10,000 rows), then the same
-#     deletion as one statement (what cleanup() did before batching);
+#   - CALL cleanup_in_batches() (a COMMIT every 10,000 ids), the same deletion
+#     as one statement (what cleanup() did before batching), and cleanup()
+#     (statements of 10,000 ids in one transaction);
 #   - the load's latency before/during/after each, from pgbench's log;
 #   - index and table sizes: before, after the deletion, after VACUUM, and
 #     after refilling N rows (freed pages are reused: no growth without bound).
@@ -101,19 +102,24 @@ for key, lat in windows.items():
 PY
 }
 
+# VACUUM frees the index pages the deletion emptied; the next VACUUM, once no
+# snapshot predates the first, hands them to the free space map for reuse
+# (autovacuum does both on its own, later).
+vacuum() { $PSQL -c "VACUUM ANALYZE webhook_outbox.deliveries, webhook_outbox.attempts" -c "VACUUM webhook_outbox.deliveries, webhook_outbox.attempts" >/dev/null; }
+
 echo "filling $N old sent deliveries + attempts, and 100,000 recent ones ..."
 $PSQL -c "INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, status, attempt_count, max_attempts, sent_at)
           SELECT 1, 'recent-' || i, 'order.paid', '{}', 'sent', 1, 5, now() FROM generate_series(1, 100000) i" >/dev/null
 fill
-$PSQL -c "VACUUM ANALYZE webhook_outbox.deliveries, webhook_outbox.attempts" >/dev/null
+vacuum
 sizes "1. $N old rows"
 
 timed "CALL cleanup_in_batches()" "CALL webhook_outbox.cleanup_in_batches(sent_older_than => '14 days')"
 sizes "2. after cleanup_in_batches"
-$PSQL -c "VACUUM webhook_outbox.deliveries, webhook_outbox.attempts" >/dev/null
-sizes "3. after VACUUM"
+vacuum
+sizes "3. after VACUUM (twice)"
 fill
-$PSQL -c "VACUUM ANALYZE webhook_outbox.deliveries, webhook_outbox.attempts" >/dev/null
+vacuum
 sizes "4. refilled $N old rows"
 
 timed "one DELETE statement (unbatched)" "WITH gone AS (
@@ -121,12 +127,11 @@ timed "one DELETE statement (unbatched)" "WITH gone AS (
 ), gone_attempts AS (
     DELETE FROM webhook_outbox.attempts WHERE delivery_id IN (SELECT id FROM gone)
 ) SELECT count(*) FROM gone"
-$PSQL -c "VACUUM webhook_outbox.deliveries, webhook_outbox.attempts" >/dev/null
+vacuum
 fill
-$PSQL -c "VACUUM ANALYZE webhook_outbox.deliveries, webhook_outbox.attempts" >/dev/null
+vacuum
+sizes "5. deleted and refilled again"
 timed "SELECT cleanup() (batched statements, one transaction)" "SELECT deleted FROM webhook_outbox.cleanup(sent_older_than => '14 days') WHERE status = 'sent'"
-$PSQL -c "VACUUM webhook_outbox.deliveries, webhook_outbox.attempts" >/dev/null
-sizes "5. after cleanup() + VACUUM"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 $PSQL -c "SELECT label AS \"deleting $N old sent rows\", round(ms) AS ms, deleted, round(deleted::numeric / (ms / 1000)) AS rows_per_s FROM public.bench_runs"

@@ -116,43 +116,46 @@ AS $$
 $$;
 COMMENT ON FUNCTION _age_column(text) IS 'Internal: the timestamp a sent, shadow or dead delivery ages by.';
 
--- One retention batch: up to batch_size deliveries of a status older than
--- cutoff, with their attempts, oldest first. `resume_from` is where the previous
--- batch stopped: restarting there skips the index entries of rows already
--- deleted (still visible to the scan until vacuum), which would otherwise make
--- a long run quadratic.
-CREATE FUNCTION _cleanup_batch(
-    status text,
-    cutoff timestamptz,
-    batch_size integer,
-    INOUT resume_from timestamptz,
-    OUT deleted bigint
-)
+-- Retention works through the ids of the rows to delete in windows of
+-- batch_size: each statement is a short range scan of the primary key, and
+-- each row is visited once. (Ordering by age instead would sort everything
+-- still to delete in every batch: the history columns have BRIN indexes, which
+-- give no order.) First the id range, from the age index:
+CREATE FUNCTION _cleanup_range(status text, cutoff timestamptz, OUT first_id bigint, OUT last_id bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('SELECT min(id), max(id) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', _age_column(status))
+        INTO first_id, last_id USING status, cutoff;
+END
+$$;
+COMMENT ON FUNCTION _cleanup_range(text, timestamptz) IS
+'Internal: the ids between which cleanup finds the deliveries of a status older than cutoff (NULLs: none).';
+
+-- Then one window: the matching rows among ids [from_id, from_id + batch_size), with their attempts.
+CREATE FUNCTION _cleanup_batch(status text, cutoff timestamptz, from_id bigint, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = webhook_outbox, pg_catalog, pg_temp
 AS $$
 DECLARE
-    last_at timestamptz;
+    deleted bigint;
 BEGIN
     EXECUTE format($q$
-        WITH batch AS (
-            SELECT id, %1$I AS at FROM webhook_outbox.deliveries
-            WHERE status = $1 AND %1$I < $2 AND %1$I >= $3
-            ORDER BY %1$I
-            LIMIT $4
-            FOR UPDATE SKIP LOCKED
-        ), gone AS (
-            DELETE FROM webhook_outbox.deliveries d USING batch b WHERE d.id = b.id RETURNING d.id, b.at
+        WITH gone AS (
+            DELETE FROM webhook_outbox.deliveries
+            WHERE id >= $3 AND id < $3 + $4 AND status = $1 AND %I < $2
+            RETURNING id
         ), gone_attempts AS (
             DELETE FROM webhook_outbox.attempts WHERE delivery_id IN (SELECT id FROM gone)
         )
-        SELECT count(*), max(at) FROM gone$q$, _age_column(status))
-        INTO deleted, last_at USING status, cutoff, coalesce(resume_from, '-infinity'), batch_size;
-    resume_from := coalesce(last_at, resume_from);
+        SELECT count(*) FROM gone$q$, _age_column(status))
+        INTO deleted USING status, cutoff, from_id, batch_size;
+    RETURN deleted;
 END
 $$;
-COMMENT ON FUNCTION _cleanup_batch(text, timestamptz, integer, timestamptz) IS
-'Internal: delete one batch for cleanup() and cleanup_in_batches(); returns the rows deleted and where to resume.';
+COMMENT ON FUNCTION _cleanup_batch(text, timestamptz, bigint, integer) IS
+'Internal: one retention statement for cleanup() and cleanup_in_batches(); returns the rows deleted.';
 
 CREATE FUNCTION cleanup(
     sent_older_than interval DEFAULT '14 days',
@@ -166,8 +169,8 @@ AS $$
 DECLARE
     batch_size constant integer := 10000;
     cutoff timestamptz;
-    resume_from timestamptz;
-    n bigint;
+    from_id bigint;
+    last_id bigint;
 BEGIN
     IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL THEN
         RAISE EXCEPTION 'cleanup needs an age for each status'
@@ -183,13 +186,12 @@ BEGIN
         ELSE
             -- Bounded statements: no single one collects a million row versions
             -- or ids. The transaction is still the caller's; cleanup_in_batches()
-            -- commits between batches.
+            -- commits between them.
             deleted := 0;
-            resume_from := NULL;
-            LOOP
-                SELECT b.resume_from, b.deleted INTO resume_from, n FROM _cleanup_batch(status, cutoff, batch_size, resume_from) b;
-                deleted := deleted + n;
-                EXIT WHEN n < batch_size;
+            SELECT r.first_id, r.last_id INTO from_id, last_id FROM _cleanup_range(status, cutoff) r;
+            WHILE from_id <= last_id LOOP
+                deleted := deleted + _cleanup_batch(status, cutoff, from_id, batch_size);
+                from_id := from_id + batch_size;
             END LOOP;
         END IF;
         RETURN NEXT;
@@ -197,7 +199,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION cleanup(interval, interval, interval, boolean) IS
-'Delete sent, shadow and dead deliveries (and their attempts) older than the given ages, 10,000 rows per statement, '
+'Delete sent, shadow and dead deliveries (and their attempts) older than the given ages, at most 10,000 rows per statement, '
 'in the current transaction; returns the count per status. dry_run only counts. '
 'For millions of rows prefer CALL cleanup_in_batches(), which commits between batches.';
 

@@ -154,8 +154,8 @@ DECLARE
     statuses constant text[] := ARRAY['sent', 'shadow', 'dead'];
     -- Fixed at the start: now() moves on with every COMMIT.
     cutoffs constant timestamptz[] := ARRAY[now() - sent_older_than, now() - shadow_older_than, now() - dead_older_than];
-    resume_from timestamptz;
-    n bigint;
+    from_id bigint;
+    last_id bigint;
     total bigint;
 BEGIN
     IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL THEN
@@ -168,24 +168,22 @@ BEGIN
     END IF;
     FOR i IN 1 .. cardinality(statuses) LOOP
         total := 0;
-        resume_from := NULL;
-        LOOP
-            SELECT b.resume_from, b.deleted INTO resume_from, n
-            FROM webhook_outbox._cleanup_batch(statuses[i], cutoffs[i], batch_size, resume_from) b;
-            total := total + n;
+        SELECT r.first_id, r.last_id INTO from_id, last_id FROM webhook_outbox._cleanup_range(statuses[i], cutoffs[i]) r;
+        WHILE from_id <= last_id LOOP
+            total := total + webhook_outbox._cleanup_batch(statuses[i], cutoffs[i], from_id, batch_size);
+            from_id := from_id + batch_size;
             -- Each batch is its own transaction: no long-running snapshot holds
             -- back vacuum of the live queue, and autovacuum can already reclaim
             -- the rows deleted so far.
             COMMIT;
-            EXIT WHEN n < batch_size;
         END LOOP;
         RAISE NOTICE 'cleanup_in_batches: % % deliveries deleted', total, statuses[i];
     END LOOP;
 END
 $$;
 COMMENT ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer) IS
-'Retention for large tables: like cleanup(), but commits after every batch_size rows, so millions of deletions neither hold '
-'one long transaction nor stall the worker. Reports the counts by NOTICE. Run it with CALL outside a transaction block; '
-'the caller needs EXECUTE on it and on _cleanup_batch().';
+'Retention for large tables: like cleanup(), but commits after each statement (at most batch_size rows), so millions of '
+'deletions neither hold one long transaction nor stall the worker. Reports the counts by NOTICE. Run it with CALL outside a '
+'transaction block; the caller needs EXECUTE on it, _cleanup_range() and _cleanup_batch().';
 -- privileges.sql revokes ALL FUNCTIONS, which leaves procedures out.
 REVOKE ALL ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer) FROM PUBLIC;

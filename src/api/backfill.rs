@@ -40,7 +40,7 @@ struct Fields {
 }
 
 /// An accepted line.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Event<'a> {
     line_no: i32,
     event_id: String,
@@ -175,7 +175,9 @@ impl Routes {
             let subscribed = self
                 .endpoints
                 .iter()
-                .filter(|(_, enabled, types)| *enabled && types.as_ref().is_none_or(|t| t.iter().any(|t| t == event_type)))
+                .filter(|(_, enabled, types)| {
+                    *enabled && types.as_ref().is_none_or(|t| t.iter().any(|t| t == event_type))
+                })
                 .map(|(target, ..)| *target)
                 .collect();
             self.by_type.insert(event_type.to_owned(), subscribed);
@@ -225,7 +227,12 @@ struct Run {
 
 impl Run {
     /// Sort one line into the chunk, the failures, or the duplicates.
-    fn accept<'a>(&mut self, parsed: Result<Event<'a>, Failure<'a>>, chunk: &mut Vec<Event<'a>>, failures: &mut Vec<Failure<'a>>) {
+    fn accept<'a>(
+        &mut self,
+        parsed: Result<Event<'a>, Failure<'a>>,
+        chunk: &mut Vec<Event<'a>>,
+        failures: &mut Vec<Failure<'a>>,
+    ) {
         self.counts.processed += 1;
         match parsed {
             Err(f) => failures.push(f),
@@ -310,7 +317,11 @@ impl Run {
                     self.id.into(),
                     failures.iter().map(|f| f.line_no).collect::<Vec<_>>().into(),
                     failures.iter().map(|f| f.reason.as_str()).collect::<Vec<_>>().into(),
-                    failures.iter().map(|f| &f.line[..f.line.floor_char_boundary(KEPT_LINE_BYTES)]).collect::<Vec<_>>().into(),
+                    failures
+                        .iter()
+                        .map(|f| &f.line[..f.line.floor_char_boundary(KEPT_LINE_BYTES)])
+                        .collect::<Vec<_>>()
+                        .into(),
                 ],
             )
             .map_err(spi_error)?;
@@ -344,7 +355,9 @@ fn backfill(
         error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL"), "")
     };
     let ndjson = ndjson.ok_or_else(|| {
-        not_null("ndjson").set_hint("Pass the file's content, e.g. in psql: \\set content `cat events.ndjson`, then backfill(:'content').")
+        not_null("ndjson").set_hint(
+            "Pass the file's content, e.g. in psql: \\set content `cat events.ndjson`, then backfill(:'content').",
+        )
     })?;
     let dry_run = dry_run.ok_or_else(|| not_null("dry_run"))?;
     let progress_every = match progress_every {
@@ -355,7 +368,10 @@ fn backfill(
         }
     };
     if let Some(n) = max_attempts.filter(|n| !(1..=100).contains(n)) {
-        return Err(invalid(format!("max_attempts must be between 1 and 100, got {n}"), "Use NULL for the endpoint's setting."));
+        return Err(invalid(
+            format!("max_attempts must be between 1 and 100, got {n}"),
+            "Use NULL for the endpoint's setting.",
+        ));
     }
     let mode = guc::mode();
     if mode == Mode::Off && !dry_run {
@@ -392,7 +408,8 @@ fn backfill(
                 continue;
             }
             let line_no = i32::try_from(i + 1).unwrap_or(i32::MAX);
-            let parsed = parse_line(line_no, line, max_payload_bytes).map_err(|reason| Failure { line_no, reason, line });
+            let parsed =
+                parse_line(line_no, line, max_payload_bytes).map_err(|reason| Failure { line_no, reason, line });
             run.accept(parsed, &mut chunk, &mut failures);
             // Chunks end on progress boundaries, so each progress NOTICE has exact counts.
             let progress = progress_every > 0 && run.counts.processed % progress_every == 0;
@@ -411,7 +428,14 @@ fn backfill(
                  SET finished_at = clock_timestamp(), processed = $2, created = $3, enqueued = $4, duplicates = $5, failed = $6
                  WHERE id = $1",
                 None,
-                &[run.id.into(), c.processed.into(), c.created.into(), c.enqueued.into(), c.duplicates.into(), c.failed.into()],
+                &[
+                    run.id.into(),
+                    c.processed.into(),
+                    c.created.into(),
+                    c.enqueued.into(),
+                    c.duplicates.into(),
+                    c.failed.into(),
+                ],
             )
             .map_err(spi_error)?;
         notice!("backfill run {}{}: {}", run.id, if dry_run { " (dry run, nothing queued)" } else { "" }, summary(&c));

@@ -161,27 +161,44 @@ mod tests {
     }
 
     #[pg_test]
-    fn cleanup_batch_resumes_past_ties() {
+    fn cleanup_works_through_id_windows() {
         let a = one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')");
-        // 15 rows with one sent_at (a settle batch shares its now()), 5 older ones.
+        // 30 sent rows, every third one recent: 20 to delete.
         Spi::run(&format!(
             "INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, status, max_attempts, sent_at)
-             SELECT {a}, 'e' || i, 't', '{{}}', 'sent', 5,
-                    CASE WHEN i <= 5 THEN timestamptz '2020-01-01' + i * interval '1 second' ELSE timestamptz '2021-01-01' END
-             FROM generate_series(1, 20) i"
+             SELECT {a}, 'e' || i, 't', '{{}}', 'sent', 5, CASE WHEN i % 3 = 0 THEN now() ELSE now() - interval '30 days' END
+             FROM generate_series(1, 30) i ORDER BY i"
         ))
         .unwrap();
-        let batch = |resume: &str| {
-            Spi::get_two::<String, i64>(&format!(
-                "SELECT resume_from::text, deleted FROM webhook_outbox._cleanup_batch('sent', '2022-01-01', 8, {resume})"
-            ))
+        let cutoff = "now() - interval '14 days'";
+        let (first, last) = Spi::get_two::<i64, i64>(&format!(
+            "SELECT first_id, last_id FROM webhook_outbox._cleanup_range('sent', {cutoff})"
+        ))
+        .unwrap();
+        let (first, last) = (first.unwrap(), last.unwrap());
+        assert_eq!(first, one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e1'"));
+        assert_eq!(last, one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e29'"));
+        // Ids may have gaps (tests share the sequence): expect per window what is old in it.
+        let windows: Vec<i64> = (first..=last).step_by(10).collect();
+        let expected: Vec<i64> = windows
+            .iter()
+            .map(|from| {
+                one::<i64>(&format!(
+                    "SELECT count(*) FROM webhook_outbox.deliveries WHERE id >= {from} AND id < {from} + 10 AND sent_at < {cutoff}"
+                ))
+            })
+            .collect();
+        let deleted: Vec<i64> = windows
+            .iter()
+            .map(|from| one::<i64>(&format!("SELECT webhook_outbox._cleanup_batch('sent', {cutoff}, {from}, 10)")))
+            .collect();
+        assert_eq!(deleted, expected);
+        assert_eq!(deleted.iter().sum::<i64>(), 20);
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM webhook_outbox.deliveries WHERE sent_at < {cutoff}")), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries"), 10);
+        // Nothing left: no range.
+        assert!(Spi::get_one::<i64>(&format!("SELECT first_id FROM webhook_outbox._cleanup_range('sent', {cutoff})"))
             .unwrap()
-        };
-        Spi::run("SET LOCAL timezone = 'UTC'").unwrap();
-        assert_eq!(batch("NULL"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(8)));
-        assert_eq!(batch("'2021-01-01'"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(8)));
-        assert_eq!(batch("'2021-01-01'"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(4)));
-        assert_eq!(batch("'2021-01-01'"), (Some("2021-01-01 00:00:00+00".to_owned()), Some(0)));
-        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries"), 0);
+            .is_none());
     }
 }
