@@ -89,4 +89,4 @@ FROM deliveries d
 JOIN endpoints e ON e.id = d.endpoint_id
 WHERE d.status = 'dead'
 ORDER BY d.dead_at DESC;
-COMMENT ON VIEW v_dead_letters IS 'Dead deliveries, newest first, with attempt count and last error. Replay with requeue_dead().';
+COMMENT ON VIEW v_dead_letters IS 'Dead deliveries, newest first, with attempt count and last error. Replay with replay_dead_letters() or requeue_dead().';
