@@ -170,7 +170,7 @@ impl Engine {
     /// Write back what the threads finished. Queued jobs of endpoints whose
     /// circuit just opened, and jobs queued for half a lease, are put back.
     pub fn settle(&mut self, client: &mut SpiClient<'_>) -> spi::Result<Settled> {
-        self.pool.release(&HashSet::new(), Instant::now().checked_sub(half_lease()));
+        self.pool.release(|job| job.claimed_at.elapsed() >= half_lease());
         let mut results = Vec::new();
         let mut released = Vec::new();
         for done in self.pool.take_done() {
@@ -194,7 +194,7 @@ impl Engine {
         settle::release(client, &released)?;
         let opened = open_circuits(client, &results)?;
         if !opened.is_empty() {
-            self.pool.release(&opened, None);
+            self.pool.release(|job| opened.contains(&job.ticket.endpoint_id));
         }
         let sent = statuses.iter().filter(|(_, s)| *s == "sent").count() as u64;
         Ok(Settled { sent, failed: statuses.len() as u64 - sent })
@@ -202,7 +202,7 @@ impl Engine {
 
     /// Put every queued job back (shutdown); running ones finish on their own.
     pub fn release_queued(&self) {
-        self.pool.release(&HashSet::new(), Some(Instant::now() + Duration::from_secs(3600)));
+        self.pool.release(|_| true);
     }
 
     pub fn idle(&self) -> bool {

@@ -217,6 +217,8 @@ fn run(index: usize) {
             }
         }
         if guc::mode() != Mode::On {
+            // Jobs not yet started go back at once; the next pass settles them.
+            e.release_queued();
             report_activity(c"paused (webhook_outbox.mode is not on)");
             continue;
         }

@@ -7,7 +7,7 @@
 //! thread, which is woken through a [`Waker`] it waits on beside its latch.
 
 use crate::delivery::{Client, Outcome, Request};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -183,24 +183,27 @@ impl Pool {
         (per.values().sum::<usize>() + state.done.len(), per)
     }
 
-    /// Give back queued (not running) jobs of these endpoints, and every
-    /// queued job claimed before `claimed_before`.
-    pub fn release(&self, endpoints: &HashSet<i64>, claimed_before: Option<Instant>) {
+    /// Give back the queued (not running) jobs for which `give_back` holds;
+    /// they come out of `take_done` as `Done::Released`.
+    pub fn release(&self, give_back: impl Fn(&Job) -> bool) {
         let mut state = self.shared.lock();
         let State { queues, done, .. } = &mut *state;
-        for (endpoint, queue) in queues.iter_mut() {
-            let all = endpoints.contains(endpoint);
+        let before = done.len();
+        for queue in queues.values_mut() {
             queue.retain(|job| {
-                let stale = claimed_before.is_some_and(|t| job.claimed_at < t);
-                if all || stale {
+                let released = give_back(job);
+                if released {
                     done.push(Done::Released(job.ticket));
                 }
-                !(all || stale)
+                !released
             });
         }
+        let released = done.len() > before;
         state.queued_total = state.queues.values().map(VecDeque::len).sum();
         drop(state);
-        self.shared.waker.wake();
+        if released {
+            self.shared.waker.wake();
+        }
     }
 
     /// Nothing queued or running any more (finished jobs may still await `take_done`).
