@@ -125,37 +125,23 @@ impl Engine {
         )?;
         let claimed_at = Instant::now();
         let now_ms = settle::now_ms();
-        let mut jobs = Vec::with_capacity(rows.len());
+        let claimed: Vec<Claimed> = rows.map(|row| Claimed::read(&row)).collect::<spi::Result<_>>()?;
+        let count = claimed.len();
+        let mut jobs = Vec::with_capacity(count);
         let mut deferred: Vec<(i64, i32, i64)> = Vec::new();
         let mut refused: Vec<AttemptResult> = Vec::new();
+        // Deliveries of one endpoint deferred in this batch, so each gets its own later slot.
         let mut waiting: HashMap<i64, u32> = HashMap::new();
-        let claimed = rows.len();
-        let mut rows_vec = Vec::with_capacity(claimed);
-        for row in rows {
-            rows_vec.push((
-                Ticket {
-                    delivery_id: row.get(1)?.unwrap_or_default(),
-                    endpoint_id: row.get(2)?.unwrap_or_default(),
-                    attempt_no: row.get(5)?.unwrap_or_default(),
-                    max_attempts: row.get(6)?.unwrap_or_default(),
-                },
-                row.get::<String>(3)?.unwrap_or_default(),
-                row.get::<String>(4)?.unwrap_or_default(),
-                row.get::<String>(7)?.unwrap_or_default(),
-                row.get::<String>(8)?.unwrap_or_default(),
-                row.get::<String>(9)?.unwrap_or_default(),
-                row.get::<f64>(10)?.unwrap_or_default(),
-            ));
-        }
         with_rates(|rates| {
-            for (ticket, event_id, payload, url, secret, headers, rps) in rows_vec {
+            for c in claimed {
+                let ticket = c.ticket;
                 let queued = waiting.get(&ticket.endpoint_id).copied().unwrap_or(0);
-                if let Admit::At(at_us) = rates.admit(ticket.endpoint_id, rps, now_ms * 1_000, queued) {
+                if let Admit::At(at_us) = rates.admit(ticket.endpoint_id, c.rps, now_ms * 1_000, queued) {
                     *waiting.entry(ticket.endpoint_id).or_default() += 1;
                     deferred.push((ticket.delivery_id, ticket.attempt_no, at_us / 1_000));
                     continue;
                 }
-                match build_request(event_id, payload, url, &secret, &headers, now_ms / 1_000) {
+                match c.into_request(now_ms / 1_000) {
                     Ok(request) => jobs.push(Job { ticket, request, claimed_at }),
                     Err(error) => refused.push(failure(ticket, error)),
                 }
@@ -164,7 +150,7 @@ impl Engine {
         settle::release(client, &deferred)?;
         settle::settle(client, &refused)?;
         self.pool.submit(jobs);
-        Ok(claimed)
+        Ok(count)
     }
 
     /// Write back what the threads finished. Queued jobs of endpoints whose
@@ -235,25 +221,48 @@ fn open_circuits(client: &SpiClient<'_>, results: &[AttemptResult]) -> spi::Resu
     Ok(open)
 }
 
-fn build_request(
+/// One row of `CLAIM`.
+struct Claimed {
+    ticket: Ticket,
     event_id: String,
-    body: String,
+    payload: String,
     url: String,
-    secret: &str,
-    headers: &str,
-    timestamp: i64,
-) -> Result<Request, String> {
-    let signing_key = delivery::decode_secret(secret).map_err(|e| format!("endpoint secret: {e}"))?;
-    let headers = if headers == "{}" {
-        Vec::new()
-    } else {
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(headers)
-            .map_err(|e| format!("endpoint headers: {e}"))?
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-            .collect()
-    };
-    Ok(Request { url, webhook_id: event_id, timestamp, body, headers, signing_key })
+    secret: String,
+    headers: String,
+    rps: f64,
+}
+
+impl Claimed {
+    fn read(row: &pgrx::spi::SpiHeapTupleData<'_>) -> spi::Result<Claimed> {
+        Ok(Claimed {
+            ticket: Ticket {
+                delivery_id: row.get(1)?.unwrap_or_default(),
+                endpoint_id: row.get(2)?.unwrap_or_default(),
+                attempt_no: row.get(5)?.unwrap_or_default(),
+                max_attempts: row.get(6)?.unwrap_or_default(),
+            },
+            event_id: row.get(3)?.unwrap_or_default(),
+            payload: row.get(4)?.unwrap_or_default(),
+            url: row.get(7)?.unwrap_or_default(),
+            secret: row.get(8)?.unwrap_or_default(),
+            headers: row.get(9)?.unwrap_or_default(),
+            rps: row.get(10)?.unwrap_or_default(),
+        })
+    }
+
+    fn into_request(self, timestamp: i64) -> Result<Request, String> {
+        let signing_key = delivery::decode_secret(&self.secret).map_err(|e| format!("endpoint secret: {e}"))?;
+        let headers = if self.headers == "{}" {
+            Vec::new()
+        } else {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.headers)
+                .map_err(|e| format!("endpoint headers: {e}"))?
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .collect()
+        };
+        Ok(Request { url: self.url, webhook_id: self.event_id, timestamp, body: self.payload, headers, signing_key })
+    }
 }
 
 /// A delivery that cannot be attempted at all (bad stored secret or headers).
