@@ -17,12 +17,8 @@ cd "$(dirname "$0")"
 N=${1:-100000}
 WORK=${BENCH_DIR:-/tmp/wo-bench-backfill}
 PGPORT=55460
-mkdir -p "$WORK/lib"
-# A private copy of the library: a reinstall by another build during the run
-# would otherwise pull the mapped file from under the server (SIGBUS).
-cp "$(pg_config --pkglibdir)/webhook_outbox.so" "$WORK/lib/"
 # No worker: this measures writing the outbox, not delivering it.
-bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.workers=0" "dynamic_library_path='$WORK/lib:\$libdir'"
+bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.workers=0"
 trap 'bench_cluster_stop "$WORK/pg"' EXIT
 
 FILE=$WORK/events.ndjson

@@ -16,11 +16,7 @@ cd "$(dirname "$0")"
 N=${1:-1000000}
 WORK=${BENCH_DIR:-/tmp/wo-bench-cleanup}
 PGPORT=55470
-mkdir -p "$WORK/lib"
-# A private copy of the library: a reinstall by another build during the run
-# would otherwise pull the mapped file from under the server (SIGBUS).
-cp "$(pg_config --pkglibdir)/webhook_outbox.so" "$WORK/lib/"
-bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.workers=0" "dynamic_library_path='$WORK/lib:\$libdir'"
+bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.workers=0"
 PGB_PID=
 trap '[ -n "$PGB_PID" ] && kill "$PGB_PID" 2>/dev/null; bench_cluster_stop "$WORK/pg"' EXIT
 

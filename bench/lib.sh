@@ -9,7 +9,12 @@ bench_cluster_start() {
     as_postgres "$BIN/pg_ctl" -D "$dir" stop -m immediate >/dev/null 2>&1 || true
     rm -rf "$dir"; mkdir -p "$dir"; [ "$(id -u)" = 0 ] && chown postgres "$dir"
     as_postgres "$BIN/initdb" -D "$dir" -A trust -U postgres >/dev/null
+    # A private copy of the library: a reinstall by another build during the run
+    # would otherwise pull the mapped file from under the server (SIGBUS).
+    mkdir -p "$dir.lib"
+    cp "$(pg_config --pkglibdir)/webhook_outbox.so" "$dir.lib/"
     {
+        echo "dynamic_library_path='$dir.lib:\$libdir'"
         echo "port=$port"
         echo "listen_addresses='127.0.0.1'"
         echo "unix_socket_directories='$dir'"
