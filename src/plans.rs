@@ -5,6 +5,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgOid;
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 thread_local! {
@@ -22,11 +23,13 @@ pub fn execute<'conn>(
     let key = sql.as_ptr() as usize;
     PLANS.with(|plans| {
         let mut plans = plans.borrow_mut();
-        if !plans.contains_key(&key) {
-            let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
-            let statement = client.prepare_mut(sql, &types)?.keep();
-            plans.insert(key, statement);
-        }
-        client.update(&plans[&key], None, args)
+        let statement = match plans.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+                e.insert(client.prepare_mut(sql, &types)?.keep())
+            }
+        };
+        client.update(&*statement, None, args)
     })
 }

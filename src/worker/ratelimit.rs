@@ -32,7 +32,7 @@ impl RateTable {
     /// gets its own later slot, so a backlog comes back spread out instead of
     /// all at once. Only admitted requests consume a slot.
     pub fn admit(&mut self, endpoint: i64, rps: f64, now_us: i64, queued: u32) -> Admit {
-        if !(rps > 0.0) || !rps.is_finite() {
+        if rps.is_nan() || rps <= 0.0 || rps.is_infinite() {
             return Admit::Now;
         }
         let interval = (1_000_000.0 / rps).max(1.0) as i64;
