@@ -6,7 +6,7 @@ use crate::circuit::{CircuitState, Health};
 use crate::outcome::{self, Verdict};
 use crate::{guc, plans};
 use pgrx::spi::{self, SpiClient};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// One finished HTTP attempt (or a failure decided before any request).
 #[derive(Debug, Clone)]
@@ -25,14 +25,19 @@ pub struct AttemptResult {
     pub response_body: Option<String>,
 }
 
-/// Write the results; returns (delivery id, new status) for each delivery
-/// that was still ours.
-pub fn settle(
-    client: &mut SpiClient<'_>,
-    results: &[AttemptResult],
-) -> spi::Result<Vec<(i64, &'static str)>> {
+/// What `settle` wrote.
+#[derive(Default)]
+pub struct Settled {
+    /// (delivery id, new status) for each delivery that was still ours.
+    pub statuses: Vec<(i64, &'static str)>,
+    /// Endpoints among the results whose circuit is not closed now.
+    pub open_circuits: HashSet<i64>,
+}
+
+/// Write the results.
+pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Result<Settled> {
     if results.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Settled::default());
     }
     let policy = guc::retry_policy();
     let verdicts: Vec<Verdict> = results
@@ -101,7 +106,7 @@ pub fn settle(
             results.iter().map(|r| r.endpoint_id).collect::<Vec<_>>().into(),
         ],
     )?;
-    let mut ours = std::collections::HashSet::new();
+    let mut ours = HashSet::new();
     let mut statuses = Vec::with_capacity(results.len());
     for row in settled {
         let id = row.get::<i64>(1)?.unwrap_or_default();
@@ -124,8 +129,8 @@ pub fn settle(
             error: r.error.clone(),
         })
         .collect();
-    record_health(client, &health)?;
-    Ok(statuses)
+    let open_circuits = record_health(client, &health)?;
+    Ok(Settled { statuses, open_circuits })
 }
 
 /// One result as endpoint health sees it.
@@ -138,10 +143,11 @@ pub struct HealthEvent {
 }
 
 /// Fold results into `health_metrics`: rows locked in id order (no deadlock
-/// between workers), updated in Rust, written back in one statement.
-pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi::Result<()> {
+/// between workers), updated in Rust, written back in one statement. Returns
+/// the endpoints whose circuit is not closed afterwards.
+pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi::Result<HashSet<i64>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let ids: Vec<i64> = {
         let mut ids: Vec<i64> = events.iter().map(|e| e.endpoint_id).collect();
@@ -222,7 +228,7 @@ pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi:
             hs.iter().map(|h| h.circuit_opened_at).collect::<Vec<_>>().into(),
         ],
     )?;
-    Ok(())
+    Ok(rows.iter().filter(|(_, h)| h.circuit != CircuitState::Closed).map(|(id, _)| *id).collect())
 }
 
 /// Put claimed deliveries back without counting an attempt (rate limit,

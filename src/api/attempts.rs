@@ -79,6 +79,7 @@ fn record_attempt(
         };
         let settled = settle::settle(client, &[result]).map_err(spi_error)?;
         Ok(settled
+            .statuses
             .first()
             .map(|(_, s)| s.to_string())
             .unwrap_or_else(|| status.clone()))
@@ -109,7 +110,7 @@ fn _update_webhook_health(
         response_ms: response_time_ms.map(f64::from),
         error: error.map(str::to_owned),
     };
-    Spi::connect_mut(|client| settle::record_health(client, &[event])).map_err(spi_error)
+    Spi::connect_mut(|client| settle::record_health(client, &[event]).map(drop)).map_err(spi_error)
 }
 
 fn error_undefined_endpoint(id: i64) -> ErrorReport {

@@ -11,7 +11,7 @@ use crate::{guc, plans};
 use crate::settle::{self, AttemptResult};
 use pgrx::spi::{self, SpiClient};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const CLAIM: &str = "
@@ -156,7 +156,8 @@ impl Engine {
     /// Write back what the threads finished. Queued jobs of endpoints whose
     /// circuit just opened, and jobs queued for half a lease, are put back.
     pub fn settle(&mut self, client: &mut SpiClient<'_>) -> spi::Result<Settled> {
-        self.pool.release(|job| job.claimed_at.elapsed() >= half_lease());
+        let stale = half_lease();
+        self.pool.release(|job| job.claimed_at.elapsed() >= stale);
         let mut results = Vec::new();
         let mut released = Vec::new();
         for done in self.pool.take_done() {
@@ -176,14 +177,13 @@ impl Engine {
                 Done::Released(t) => released.push((t.delivery_id, t.attempt_no, 0)),
             }
         }
-        let statuses = settle::settle(client, &results)?;
+        let written = settle::settle(client, &results)?;
         settle::release(client, &released)?;
-        let opened = open_circuits(client, &results)?;
-        if !opened.is_empty() {
-            self.pool.release(|job| opened.contains(&job.ticket.endpoint_id));
+        if !written.open_circuits.is_empty() {
+            self.pool.release(|job| written.open_circuits.contains(&job.ticket.endpoint_id));
         }
-        let sent = statuses.iter().filter(|(_, s)| *s == "sent").count() as u64;
-        Ok(Settled { sent, failed: statuses.len() as u64 - sent })
+        let sent = written.statuses.iter().filter(|(_, s)| *s == "sent").count() as u64;
+        Ok(Settled { sent, failed: written.statuses.len() as u64 - sent })
     }
 
     /// Put every queued job back (shutdown); running ones finish on their own.
@@ -199,26 +199,6 @@ impl Engine {
 /// Milliseconds until something is due, if anything is waiting.
 pub fn next_due_ms(client: &mut SpiClient<'_>) -> spi::Result<Option<i64>> {
     plans::execute(client, NEXT_DUE, &[])?.first().get_one::<i64>()
-}
-
-/// Endpoints among these results whose circuit is not closed now.
-fn open_circuits(client: &SpiClient<'_>, results: &[AttemptResult]) -> spi::Result<HashSet<i64>> {
-    if results.iter().all(|r| matches!(r.status_code, Some(200..=299))) {
-        return Ok(HashSet::new());
-    }
-    let ids: Vec<i64> = results.iter().map(|r| r.endpoint_id).collect();
-    let rows = client.select(
-        "SELECT webhook_id FROM webhook_outbox.health_metrics WHERE webhook_id = ANY ($1) AND circuit_state <> 'closed'",
-        None,
-        &[ids.into()],
-    )?;
-    let mut open = HashSet::new();
-    for row in rows {
-        if let Some(id) = row.get::<i64>(1)? {
-            open.insert(id);
-        }
-    }
-    Ok(open)
 }
 
 /// One row of `CLAIM`.
