@@ -41,7 +41,9 @@ CREATE TABLE deliveries (
     sent_at          timestamptz,
     dead_at          timestamptz,
     flag_key         text,
-    UNIQUE (endpoint_id, event_id)
+    UNIQUE (endpoint_id, event_id),
+    -- A lease exactly while sending: settling tests the lease (see src/settle.rs).
+    CHECK ((status = 'sending') = (locked_until IS NOT NULL))
 )
 -- A queue: every row is updated twice within seconds of its insert. Claimed
 -- rows leave dead entries at the head of the due index that only VACUUM
