@@ -18,7 +18,7 @@ fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
     let mut engine = Engine::new(waker.clone()).map_err(|e| invalid(e, "Check webhook_outbox.allowed_cidrs and webhook_outbox.ca_file."))?;
     Spi::connect_mut(|client| {
         engine.claim(client, max_rows as usize).map_err(spi_error)?;
-        // Everything runs inside this transaction: wait for the threads, then settle.
+        // Everything runs inside this transaction: wait for the requests, then settle.
         let mut attempted = 0i64;
         loop {
             let idle = engine.idle();

@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use ureq::http::Uri;
+use http::Uri;
 
 /// A webhook URL that passed [`validate_url`].
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ pub fn validate_url(url: &str, allow_http: bool) -> Result<TargetUrl, UrlError> 
     }
     let uri: Uri = url
         .parse()
-        .map_err(|e: ureq::http::uri::InvalidUri| UrlError::Malformed {
+        .map_err(|e: http::uri::InvalidUri| UrlError::Malformed {
             url: redacted(url),
             reason: e.to_string(),
         })?;

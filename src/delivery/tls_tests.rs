@@ -1,6 +1,6 @@
 //! HTTPS against a rustls server on 127.0.0.1, with the private CA and
 //! certificates in `testdata/` (made by `testdata/regenerate.sh`). Needs the
-//! `rustls` dev-dependency (the same rustls ureq already builds).
+//! `rustls` the client uses.
 
 use std::fs;
 use std::path::PathBuf;
@@ -79,7 +79,7 @@ fn client(ca_file: Option<&CaFile>) -> Client {
 }
 
 fn send(client: &Client, url: String) -> Outcome {
-    client.send(&Request {
+    client.send_blocking(&Request {
         url,
         webhook_id: "msg_tls".into(),
         timestamp: 1_700_000_000,

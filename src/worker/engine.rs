@@ -1,4 +1,4 @@
-//! One delivery pipeline: claim → rate limit → threads → settle. Used by the
+//! One delivery pipeline: claim → rate limit → HTTP thread → settle. Used by the
 //! background worker (each step in its own short transaction) and by
 //! `run_once` (in the caller's transaction). The caller owns transactions;
 //! the engine only runs statements.
@@ -42,8 +42,8 @@ fn wake_every() -> usize {
     guc::batch_size() / 2
 }
 
-/// A slow endpoint may hold this many threads, so others always have one.
-fn per_endpoint_threads(concurrency: usize) -> usize {
+/// A slow endpoint may hold this many request slots, so others always have one.
+fn per_endpoint_slots(concurrency: usize) -> usize {
     (concurrency * 3 / 4).max(1)
 }
 
@@ -72,12 +72,12 @@ impl Engine {
     pub fn new(waker: Waker) -> Result<Engine, String> {
         let http = guc::http_config()?;
         let concurrency = guc::concurrency();
-        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_threads(concurrency), wake_every(), waker.clone())
-            .map_err(|e| format!("cannot start delivery threads: {e}"))?;
+        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_slots(concurrency), wake_every(), waker.clone())
+            .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
         Ok(Engine { pool, http, concurrency, waker })
     }
 
-    /// Apply changed settings after SIGHUP. A new thread count needs an idle pool.
+    /// Apply changed settings after SIGHUP. A new concurrency needs an idle pool.
     pub fn reload(&mut self) -> Result<(), String> {
         let http = guc::http_config()?;
         self.pool.set_wake_every(wake_every());
@@ -104,7 +104,7 @@ impl Engine {
         self.http.timeout
     }
 
-    /// Claim up to `max` deliveries and hand them to the threads; returns how
+    /// Claim up to `max` deliveries and hand them to the HTTP thread; returns how
     /// many were claimed (including those deferred by a rate limit).
     pub fn claim(&mut self, client: &mut SpiClient<'_>, max: usize) -> spi::Result<usize> {
         if max == 0 {
@@ -153,7 +153,7 @@ impl Engine {
         Ok(count)
     }
 
-    /// Write back what the threads finished. Queued jobs of endpoints whose
+    /// Write back what the HTTP thread finished. Queued jobs of endpoints whose
     /// circuit just opened, and jobs queued for half a lease, are put back.
     pub fn settle(&mut self, client: &mut SpiClient<'_>) -> spi::Result<Settled> {
         let stale = half_lease();

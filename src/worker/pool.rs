@@ -1,18 +1,22 @@
-//! The delivery threads. Plain Rust: no Postgres call happens here.
+//! The delivery thread. Plain Rust: no Postgres call happens here.
 //!
-//! Claimed jobs wait in one queue per endpoint; a free thread takes the next
-//! job round-robin from an endpoint that has fewer than `per_endpoint`
-//! requests running, so a slow or dead endpoint can hold at most that many
-//! threads and never the whole pool. Finished jobs are collected by the main
-//! thread, which is woken through a [`Waker`] it waits on beside its latch.
+//! One thread runs a tokio runtime with up to `concurrency` requests in
+//! flight: waiting on a socket costs nothing there, where a blocking thread
+//! per request paid a sleep and a wake-up each time. Claimed jobs wait in one
+//! queue per endpoint; a free slot takes the next job round-robin from an
+//! endpoint that has fewer than `per_endpoint` requests running, so a slow or
+//! dead endpoint can hold at most that many slots and never all of them.
+//! Finished jobs are collected by the main thread, which is woken through a
+//! [`Waker`] it waits on beside its latch.
 
 use crate::delivery::{Client, Outcome, Request};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
+use tokio::sync::Notify;
 
 /// What the settle step needs to know about a delivery besides the HTTP outcome.
 #[derive(Debug, Clone, Copy)]
@@ -89,8 +93,10 @@ impl Waker {
 
 struct Shared {
     state: Mutex<State>,
-    work: Condvar,
+    /// Wakes the dispatcher: jobs were queued, a slot came free, or stop.
+    work: Notify,
     client: RwLock<Arc<Client>>,
+    concurrency: usize,
     per_endpoint: usize,
     /// Wake the main thread when this many results wait, or when the queue
     /// has dropped to this many jobs (time to claim more), or when all is done:
@@ -109,28 +115,30 @@ impl Shared {
 
 pub struct Pool {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Pool {
-    pub fn new(client: Client, threads: usize, per_endpoint: usize, wake_every: usize, waker: Waker) -> std::io::Result<Pool> {
+    pub fn new(client: Client, concurrency: usize, per_endpoint: usize, wake_every: usize, waker: Waker) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            work: Condvar::new(),
+            work: Notify::new(),
             client: RwLock::new(Arc::new(client)),
+            concurrency: concurrency.max(1),
             per_endpoint: per_endpoint.max(1),
             wake_every: AtomicUsize::new(wake_every.max(1)),
             waker,
         });
-        let threads = (0..threads.max(1))
-            .map(|i| {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("webhook_outbox-http-{i}"))
-                    .spawn(move || run(&shared))
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Pool { shared, threads })
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new().name("webhook_outbox-http".into()).spawn(move || {
+                block_signals();
+                runtime.block_on(dispatch(shared));
+                // Dropping the runtime here aborts the requests still in flight.
+            })?
+        };
+        Ok(Pool { shared, thread: Some(thread) })
     }
 
     pub fn set_wake_every(&self, n: usize) {
@@ -155,7 +163,7 @@ impl Pool {
             }
         }
         drop(state);
-        self.shared.work.notify_all();
+        self.shared.work.notify_one();
     }
 
     /// Finished jobs since the last call.
@@ -216,62 +224,81 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.lock().stopping = true;
-        self.shared.work.notify_all();
-        for t in self.threads.drain(..) {
+        self.shared.work.notify_one();
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(shared: &Shared) {
-    block_signals();
+/// Start every job a free slot allows, then sleep until something changes.
+async fn dispatch(shared: Arc<Shared>) {
     loop {
-        let job = {
-            let mut state = shared.lock();
-            loop {
+        loop {
+            let job = {
+                let mut state = shared.lock();
                 if state.stopping {
                     return;
                 }
-                if let Some(endpoint) = state.ready.pop_front() {
-                    let Some(job) = state.queues.get_mut(&endpoint).and_then(|q| q.pop_front()) else {
-                        continue;
-                    };
-                    *state.running.entry(endpoint).or_default() += 1;
-                    state.queued_total -= 1;
-                    state.running_total += 1;
-                    if state.queued_total == shared.wake_every.load(Ordering::Relaxed) {
-                        shared.waker.wake();
-                    }
-                    if state.runnable(endpoint, shared.per_endpoint) {
-                        state.ready.push_back(endpoint);
-                    }
-                    break job;
+                match next_job(&shared, &mut state) {
+                    Some(job) => job,
+                    None => break,
                 }
-                state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
-            }
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let client = shared.client.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let outcome = client.send(&job.request).await;
+                finish(&shared, job.ticket, outcome);
+            });
+        }
+        // A notification sent since the lock was dropped is kept as a permit.
+        shared.work.notified().await;
+    }
+}
+
+/// The next job to start: round-robin over endpoints with a free slot.
+fn next_job(shared: &Shared, state: &mut State) -> Option<Job> {
+    while state.running_total < shared.concurrency {
+        let endpoint = state.ready.pop_front()?;
+        let Some(job) = state.queues.get_mut(&endpoint).and_then(|q| q.pop_front()) else {
+            continue;
         };
-        let client = shared.client.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let outcome = client.send(&job.request);
-        let endpoint = job.ticket.endpoint_id;
-        let mut state = shared.lock();
-        if let Some(n) = state.running.get_mut(&endpoint) {
-            *n -= 1;
-        }
-        state.running_total -= 1;
-        if state.queues.get(&endpoint).is_some_and(|q| q.is_empty()) && state.running.get(&endpoint) == Some(&0) {
-            state.queues.remove(&endpoint);
-            state.running.remove(&endpoint);
-        } else if state.runnable(endpoint, shared.per_endpoint) {
-            state.ready.push_back(endpoint);
-            shared.work.notify_one();
-        }
-        state.done.push(Done::Attempted(job.ticket, outcome));
-        let wake = state.done.len() >= shared.wake_every.load(Ordering::Relaxed)
-            || (state.queued_total == 0 && state.running_total == 0);
-        drop(state);
-        if wake {
+        *state.running.entry(endpoint).or_default() += 1;
+        state.queued_total -= 1;
+        state.running_total += 1;
+        if state.queued_total == shared.wake_every.load(Ordering::Relaxed) {
             shared.waker.wake();
         }
+        if state.runnable(endpoint, shared.per_endpoint) {
+            state.ready.push_back(endpoint);
+        }
+        return Some(job);
+    }
+    None
+}
+
+/// Record a finished request and free its slot.
+fn finish(shared: &Shared, ticket: Ticket, outcome: Outcome) {
+    let endpoint = ticket.endpoint_id;
+    let mut state = shared.lock();
+    if let Some(n) = state.running.get_mut(&endpoint) {
+        *n -= 1;
+    }
+    state.running_total -= 1;
+    if state.queues.get(&endpoint).is_some_and(|q| q.is_empty()) && state.running.get(&endpoint) == Some(&0) {
+        state.queues.remove(&endpoint);
+        state.running.remove(&endpoint);
+    } else if state.runnable(endpoint, shared.per_endpoint) {
+        state.ready.push_back(endpoint);
+    }
+    state.done.push(Done::Attempted(ticket, outcome));
+    let wake = state.done.len() >= shared.wake_every.load(Ordering::Relaxed)
+        || (state.queued_total == 0 && state.running_total == 0);
+    drop(state);
+    shared.work.notify_one();
+    if wake {
+        shared.waker.wake();
     }
 }
 
