@@ -31,6 +31,7 @@ $PSQL <<SQL
 SELECT webhook_outbox.create_endpoint('http://127.0.0.1:$HTTPPORT/hook', 'bench', rate_limit_rps => 0) \gset
 INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, max_attempts)
 SELECT 1, 'evt-' || i, 'order.paid', '$PAYLOAD'::jsonb, 5 FROM generate_series(1, $N) i;
+${EXTRA_SQL:-}
 CHECKPOINT;
 SQL
 WORKER_PID=$($PSQL -Atc "SELECT pid FROM webhook_outbox.v_worker_status WHERE worker = 0")
