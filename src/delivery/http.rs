@@ -257,22 +257,23 @@ impl Client {
     }
 
     async fn exchange(&self, target: &TargetUrl, req: &Request) -> Result<Outcome, SendError> {
-        let request = self.build(target, req)?;
         let key: PoolKey = (target.scheme_https, target.host.clone(), target.port);
         // A pooled connection the server closed meanwhile fails before any
         // response: that request goes again, once, on a new connection.
         let response = match self.checkout(&key) {
-            Some(mut sender) => match sender.send_request(request.clone()).await {
+            Some(mut sender) => match sender.send_request(self.build(target, req)?).await {
+                // Built again rather than cloned up front: the retry is rare, a
+                // clone of every request's headers would not be.
                 Err(e) if e.is_canceled() || e.is_incomplete_message() || sender.is_closed() => {
                     let mut fresh = self.connect(target).await?;
-                    let response = fresh.send_request(request).await;
+                    let response = fresh.send_request(self.build(target, req)?).await;
                     response.map(|r| (r, fresh))
                 }
                 other => other.map(|r| (r, sender)),
             },
             None => {
                 let mut sender = self.connect(target).await?;
-                sender.send_request(request).await.map(|r| (r, sender))
+                sender.send_request(self.build(target, req)?).await.map(|r| (r, sender))
             }
         };
         let (response, sender) = response.map_err(SendError::Http)?;
@@ -534,17 +535,20 @@ fn root_certs(ca_file: Option<&str>) -> Result<rustls::RootCertStore, String> {
 async fn read_prefix(mut body: hyper::body::Incoming) -> Result<(Option<String>, bool), hyper::Error> {
     let mut prefix = Vec::new();
     let mut read = 0;
-    while read < RESPONSE_BODY_CAP {
+    let complete = loop {
+        if read >= RESPONSE_BODY_CAP {
+            break body.is_end_stream();
+        }
         let Some(frame) = body.frame().await else {
-            return Ok(((!prefix.is_empty()).then(|| prefix_text(&prefix)), true));
+            break true;
         };
         if let Ok(data) = frame?.into_data() {
             let keep = RESPONSE_PREFIX_BYTES.saturating_sub(prefix.len()).min(data.len());
             prefix.extend_from_slice(&data[..keep]);
             read += data.len();
         }
-    }
-    Ok(((!prefix.is_empty()).then(|| prefix_text(&prefix)), body.is_end_stream()))
+    };
+    Ok(((!prefix.is_empty()).then(|| prefix_text(&prefix)), complete))
 }
 
 /// Host name → when it was resolved, and to what.
