@@ -4,6 +4,10 @@
 
 -- Claim due deliveries with a lease. Shared by get_ready_deliveries() and the
 -- worker, which also passes the endpoints it already has enough in flight for.
+-- The lease is locked_until alone (a HOT update: see deliveries in
+-- schema.sql), so leased rows stay in the due index and the scan steps over
+-- those still held: at most the rows in flight. A lease that ran out (its
+-- worker died) makes the row due again, in its old place at the head.
 -- Admission mirrors the circuit breaker (src/circuit.rs): closed endpoints
 -- admit any number, an open one admits one probe once circuit_open_seconds
 -- have passed (and is marked half_open), a half_open one admits another probe
@@ -47,21 +51,12 @@ BEGIN
         FROM deliveries d
         WHERE d.status IN ('pending', 'retry')
           AND d.next_attempt_at <= now()
+          AND (d.locked_until IS NULL OR d.locked_until <= now())
           AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate WHERE NOT probing))
           -- A one-time filter: with every endpoint excluded (the worker has a
           -- batch out for each) the scan would walk the whole backlog for nothing.
           AND EXISTS (SELECT FROM gate WHERE NOT probing)
         ORDER BY d.next_attempt_at
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ), expired AS (
-        SELECT d.id, d.locked_until AS at
-        FROM deliveries d
-        WHERE d.status = 'sending'
-          AND d.locked_until <= now()
-          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate WHERE NOT probing))
-          AND EXISTS (SELECT FROM gate WHERE NOT probing)
-        ORDER BY d.locked_until
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), probes AS (
@@ -73,6 +68,7 @@ BEGIN
             WHERE d.endpoint_id = g.endpoint_id
               AND d.status IN ('pending', 'retry')
               AND d.next_attempt_at <= now()
+              AND (d.locked_until IS NULL OR d.locked_until <= now())
             ORDER BY d.next_attempt_at
             LIMIT 1
             FOR UPDATE SKIP LOCKED
@@ -80,7 +76,7 @@ BEGIN
         WHERE g.probing
     ), chosen AS (
         SELECT c.id
-        FROM (SELECT id, at FROM probes UNION ALL SELECT id, at FROM expired UNION ALL SELECT id, at FROM due) c
+        FROM (SELECT id, at FROM probes UNION ALL SELECT id, at FROM due) c
         ORDER BY c.at, c.id
         LIMIT p_limit
     ), half_open AS (
@@ -90,8 +86,7 @@ BEGIN
         WHERE h.webhook_id = p.endpoint_id AND p.id IN (SELECT id FROM chosen)
     )
     UPDATE deliveries d
-    SET status = 'sending',
-        locked_until = now() + p_lease,
+    SET locked_until = now() + p_lease,
         attempt_count = d.attempt_count + 1
     FROM chosen c
     WHERE d.id = c.id
@@ -118,8 +113,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION get_ready_deliveries(integer, interval) IS
-'Claim up to batch_size due deliveries (pending, retry, or sending with an expired lease) for an external worker: '
-'they become sending until the lease ends. Skips disabled endpoints and open circuits. Report each result with record_attempt().';
+'Claim up to batch_size due deliveries (pending or retry, not leased or with an expired lease) for an external worker: '
+'they are leased (locked_until; delivery_state() says sending) until the lease ends. Skips disabled endpoints and open circuits. Report each result with record_attempt().';
 
 -- Terminal statuses age by their own column, the key of their partial index.
 CREATE FUNCTION _age_column(status text) RETURNS text
@@ -222,10 +217,10 @@ RETURNS TABLE (status text, count bigint, oldest timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = webhook_outbox, pg_catalog, pg_temp
 AS $$
-    SELECT d.status, count(*), min(d.created_at)
+    SELECT delivery_state(d.status, d.locked_until), count(*), min(d.created_at)
     FROM deliveries d
-    WHERE d.status IN ('pending', 'sending', 'retry', 'shadow')
-    GROUP BY d.status
-    ORDER BY d.status
+    WHERE d.status IN ('pending', 'retry', 'shadow')
+    GROUP BY 1
+    ORDER BY 1
 $$;
-COMMENT ON FUNCTION count_pending_by_status() IS 'Unfinished deliveries per status, with the creation time of the oldest.';
+COMMENT ON FUNCTION count_pending_by_status() IS 'Unfinished deliveries per status (pending, retry, sending, shadow), with the creation time of the oldest.';

@@ -92,17 +92,16 @@ BEGIN
     -- One query per status, each matching a partial index of deliveries.
     || _prom_family('webhook_queue_depth', 'gauge',
         'Deliveries per unfinished status (sent rows are history: see webhook_deliveries_total).',
-        ARRAY['{status="pending"} ' || (SELECT count(*) FROM deliveries d WHERE d.status = 'pending'),
-              '{status="retry"} '   || (SELECT count(*) FROM deliveries d WHERE d.status = 'retry'),
-              '{status="sending"} ' || (SELECT count(*) FROM deliveries d WHERE d.status = 'sending'),
+        ARRAY['{status="pending"} ' || (SELECT count(*) FROM deliveries d WHERE d.status = 'pending' AND d.locked_until IS NULL),
+              '{status="retry"} '   || (SELECT count(*) FROM deliveries d WHERE d.status = 'retry' AND d.locked_until IS NULL),
+              '{status="sending"} ' || (SELECT count(*) FROM deliveries d WHERE d.status IN ('pending', 'retry') AND d.locked_until IS NOT NULL),
               -- The range condition lets the BRIN index of shadow rows serve.
               '{status="shadow"} '  || (SELECT count(*) FROM deliveries d WHERE d.status = 'shadow' AND d.created_at > '-infinity'),
               '{status="dead"} '    || (SELECT count(*) FROM deliveries d WHERE d.status = 'dead')])
     || _prom_family('webhook_oldest_pending_age_seconds', 'gauge',
         'Age of the oldest delivery still pending, in retry or sending (from created_at); 0 when there is none.',
-        ARRAY[' ' || round(coalesce(extract(epoch FROM now() - least(
-                  (SELECT min(d.created_at) FROM deliveries d WHERE d.status IN ('pending', 'retry')),
-                  (SELECT min(d.created_at) FROM deliveries d WHERE d.status = 'sending'))), 0), 3)])
+        ARRAY[' ' || round(coalesce(extract(epoch FROM now() -
+                  (SELECT min(d.created_at) FROM deliveries d WHERE d.status IN ('pending', 'retry'))), 0), 3)])
     || _prom_family('webhook_circuit_open', 'gauge',
         '1 while the endpoint''s circuit breaker is open or half-open (at most a probe gets through), else 0.',
         ARRAY(SELECT format('%s %s', _prom_labels('endpoint', h.webhook_id::text), (h.circuit_state <> 'closed')::integer)

@@ -30,7 +30,7 @@ CREATE TABLE deliveries (
     payload          jsonb NOT NULL,
     subject_id       text,
     status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('shadow', 'pending', 'sending', 'retry', 'sent', 'dead')),
+                     CHECK (status IN ('shadow', 'pending', 'retry', 'sent', 'dead')),
     attempt_count    integer NOT NULL DEFAULT 0,
     max_attempts     integer NOT NULL,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
@@ -42,20 +42,24 @@ CREATE TABLE deliveries (
     dead_at          timestamptz,
     flag_key         text,
     UNIQUE (endpoint_id, event_id),
-    -- A lease exactly while sending: settling tests the lease (see src/settle.rs).
-    CHECK ((status = 'sending') = (locked_until IS NOT NULL))
+    -- Only a due delivery can be leased; settling tests the lease (src/settle.rs).
+    CHECK (locked_until IS NULL OR status IN ('pending', 'retry'))
 )
--- A queue: every row is updated twice within seconds of its insert. Claimed
--- rows leave dead entries at the head of the due index that only VACUUM
--- removes, and every claim steps over them; vacuum early and without pauses.
-WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 5000,
+-- A queue: every row is updated twice within seconds of its insert. The claim
+-- only writes columns no index covers (locked_until, attempt_count), so it is
+-- a HOT update, with no new index entries, when the page has room for the new
+-- version: hence the free space left on every page. That is also why a claimed
+-- row keeps its status (status is in the partial indexes' predicates) and
+-- "sending" is derived from the lease (delivery_state()). Settled rows leave
+-- dead entries at the head of the due index that only VACUUM removes, and
+-- every claim steps over them; vacuum early and without pauses.
+WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 5000,
       autovacuum_vacuum_cost_delay = 0);
 -- Partial indexes: a status change only touches the index of the new status,
 -- and claiming reads the due rows in order without scanning history. The
 -- history (sent, shadow) is only ever read by age for retention: BRIN, which
 -- costs next to nothing to maintain on the hot path.
 CREATE INDEX deliveries_due_idx ON deliveries (next_attempt_at) WHERE status IN ('pending', 'retry');
-CREATE INDEX deliveries_leased_idx ON deliveries (locked_until) WHERE status = 'sending';
 CREATE INDEX deliveries_dead_idx ON deliveries (dead_at) WHERE status = 'dead';
 CREATE INDEX deliveries_sent_brin ON deliveries USING brin (sent_at) WHERE status = 'sent';
 CREATE INDEX deliveries_shadow_brin ON deliveries USING brin (created_at) WHERE status = 'shadow';
@@ -63,8 +67,14 @@ CREATE INDEX deliveries_shadow_brin ON deliveries USING brin (created_at) WHERE 
 CREATE INDEX deliveries_flag_idx ON deliveries (flag_key, created_at) WHERE flag_key IS NOT NULL;
 COMMENT ON TABLE deliveries IS 'The outbox: one row per (endpoint, event). Written in the caller''s transaction; delivered by the worker.';
 COMMENT ON COLUMN deliveries.event_id IS 'Idempotency key, unique per endpoint; sent as webhook-id.';
-COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | sending (leased until locked_until) | retry | sent | dead.';
+COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | retry | sent | dead. A pending or retry row with locked_until set is being sent: see delivery_state().';
+COMMENT ON COLUMN deliveries.locked_until IS 'Set while a worker holds the delivery (its lease); once past, the delivery can be claimed again.';
 COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts one.';
+CREATE FUNCTION delivery_state(status text, locked_until timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN locked_until IS NULL THEN status ELSE 'sending' END $$;
+COMMENT ON FUNCTION delivery_state(text, timestamptz) IS
+'The status operators see: a pending or retry delivery under a lease is sending. Usage: delivery_state(d.status, d.locked_until).';
 COMMENT ON COLUMN deliveries.flag_key IS 'The rollout flag emit() checked before writing this row (feature_flags.flag_key, not a foreign key); NULL = none.';
 
 CREATE TABLE attempts (

@@ -2,14 +2,14 @@
 -- only these views cannot read signing secrets.
 
 CREATE VIEW v_queue_status AS
-SELECT d.status,
+SELECT delivery_state(d.status, d.locked_until) AS status,
        count(*)                                    AS count,
        min(d.created_at)                           AS oldest_created_at,
        date_trunc('second', now() - min(d.created_at)) AS oldest_age,
-       min(d.next_attempt_at) FILTER (WHERE d.status IN ('pending', 'retry')) AS next_attempt_at
+       min(d.next_attempt_at) FILTER (WHERE d.status IN ('pending', 'retry') AND d.locked_until IS NULL) AS next_attempt_at
 FROM deliveries d
-GROUP BY d.status
-ORDER BY array_position(ARRAY['pending', 'retry', 'sending', 'shadow', 'dead', 'sent'], d.status);
+GROUP BY 1
+ORDER BY array_position(ARRAY['pending', 'retry', 'sending', 'shadow', 'dead', 'sent'], delivery_state(d.status, d.locked_until));
 COMMENT ON VIEW v_queue_status IS 'Deliveries per status: count and age of the oldest.';
 
 CREATE VIEW v_webhook_health_dashboard AS
@@ -38,12 +38,12 @@ JOIN health_metrics h ON h.webhook_id = e.id
 LEFT JOIN (
     -- Only unfinished and dead rows: read through the partial indexes, not the history.
     SELECT d.endpoint_id,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'retry')   AS retry,
-           count(*) FILTER (WHERE d.status = 'sending') AS sending,
-           count(*) FILTER (WHERE d.status = 'dead')    AS dead
+           count(*) FILTER (WHERE d.status = 'pending' AND d.locked_until IS NULL) AS pending,
+           count(*) FILTER (WHERE d.status = 'retry' AND d.locked_until IS NULL)   AS retry,
+           count(*) FILTER (WHERE d.locked_until IS NOT NULL)                       AS sending,
+           count(*) FILTER (WHERE d.status = 'dead')                                AS dead
     FROM deliveries d
-    WHERE d.status IN ('pending', 'retry', 'sending', 'dead')
+    WHERE d.status IN ('pending', 'retry', 'dead')
     GROUP BY d.endpoint_id
 ) q ON q.endpoint_id = e.id
 ORDER BY e.id;

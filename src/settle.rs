@@ -78,10 +78,7 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
                  sent_at = CASE WHEN r.status = 'sent' THEN now() END,
                  dead_at = CASE WHEN r.status = 'dead' THEN now() END
              FROM r
-             -- Still our claim. locked_until, not status: a status test would
-             -- let the planner drive the join from the leased index (one loop
-             -- over every row in flight per result) whenever its statistics
-             -- say few rows are sending; the CHECK on deliveries makes both the same.
+             -- Still our claim: leased, and not claimed again since.
              WHERE d.id = r.id AND d.locked_until IS NOT NULL AND d.attempt_count = r.attempt_no
              RETURNING d.id, d.status
          ), log AS (
@@ -245,8 +242,7 @@ pub fn release(client: &mut SpiClient<'_>, deliveries: &[(i64, i32, i64)]) -> sp
     plans::execute(
         client,
         "UPDATE webhook_outbox.deliveries d
-         SET status = CASE WHEN d.attempt_count > 1 THEN 'retry' ELSE 'pending' END,
-             attempt_count = d.attempt_count - 1,
+         SET attempt_count = d.attempt_count - 1,
              locked_until = NULL,
              next_attempt_at = greatest(to_timestamp(r.at_ms / 1000.0), now())
          FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS r(id, attempt_no, at_ms)

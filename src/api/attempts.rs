@@ -44,7 +44,8 @@ fn record_attempt(
     Spi::connect_mut(|client| {
         let row = client
             .update(
-                "SELECT endpoint_id, attempt_count, max_attempts, status
+                "SELECT endpoint_id, attempt_count, max_attempts,
+                        webhook_outbox.delivery_state(status, locked_until)
                  FROM webhook_outbox.deliveries WHERE id = $1 FOR UPDATE",
                 None,
                 &[delivery_id.into()],

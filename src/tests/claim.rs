@@ -4,7 +4,7 @@ use super::{assert_fails, claim, delivery, endpoint, enqueue, health, make_due, 
 use pgrx::prelude::*;
 
 #[pg_test(schema = "tests")]
-fn claim_marks_due_pending_and_retry_rows_sending() {
+fn claim_leases_due_pending_and_retry_rows() {
     let e = endpoint("");
     let (pending, retry) = (enqueue(e), enqueue(e));
     update("deliveries", retry, "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'");
@@ -12,10 +12,11 @@ fn claim_marks_due_pending_and_retry_rows_sending() {
         "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, locked_until - now()), ' ' ORDER BY id)
          FROM webhook_outbox.get_ready_deliveries()",
     );
-    assert_eq!(rows, format!("{pending}:sending:1:00:00:30 {retry}:sending:3:00:00:30"));
+    // A claimed row keeps its status (the claim is a HOT update); its lease says sending.
+    assert_eq!(rows, format!("{pending}:pending:1:00:00:30 {retry}:retry:3:00:00:30"));
     // The returned rows are what the table now holds.
     for d in [pending, retry] {
-        assert_eq!(delivery::<String>(d, "status"), "sending");
+        assert_eq!(delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"), "sending");
         assert!(delivery::<bool>(d, "locked_until = now() + interval '30 seconds'"));
     }
     // Leased rows are not handed out again.
@@ -36,7 +37,7 @@ fn claim_respects_batch_size() {
         enqueue(e);
     }
     assert_eq!(claim(2).len(), 2);
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'pending'"), 3);
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until IS NULL"), 3);
     assert_eq!(claim(10).len(), 3);
     assert_eq!(claim(10).len(), 0);
 }
@@ -106,7 +107,7 @@ fn claim_lets_one_probe_through_an_expired_open_circuit() {
     assert!(ids.contains(&probe[0]));
     assert_eq!(health::<String>(e, "circuit_state"), "half_open");
     assert!(health::<bool>(e, "circuit_probe_at = now()"));
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'pending'"), 2);
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until IS NULL"), 2);
     // While the probe is out, nothing else goes.
     assert_eq!(claim(10), Vec::<i64>::new());
     // A probe whose lease ran out without a result lets another one through.
@@ -131,7 +132,7 @@ fn claim_fills_the_batch_beside_a_probe() {
 }
 
 #[pg_test(schema = "tests")]
-fn claim_reclaims_sending_rows_with_an_expired_lease() {
+fn claim_reclaims_rows_with_an_expired_lease() {
     let e = endpoint("");
     let (expired, leased) = (enqueue(e), enqueue(e));
     assert_eq!(claim(10), vec![expired, leased]);
@@ -139,7 +140,7 @@ fn claim_reclaims_sending_rows_with_an_expired_lease() {
     update("deliveries", leased, "locked_until = now() + interval '1 second'");
     assert_eq!(claim(10), vec![expired]);
     assert_eq!(delivery::<i32>(expired, "attempt_count"), 2);
-    assert!(delivery::<bool>(expired, "status = 'sending' AND locked_until = now() + interval '30 seconds'"));
+    assert!(delivery::<bool>(expired, "status = 'pending' AND locked_until = now() + interval '30 seconds'"));
     assert_eq!(delivery::<i32>(leased, "attempt_count"), 1);
 }
 

@@ -39,7 +39,7 @@ fn known_setup() -> Setup {
     enqueue(alpha);
     let sent = with(alpha, "status = 'sent', sent_at = now(), attempt_count = 1");
     with(beta, "status = 'retry', attempt_count = 1, last_status_code = 500, last_error = 'HTTP 500'");
-    with(beta, "status = 'sending', attempt_count = 1, locked_until = now() + interval '30 seconds'");
+    with(beta, "attempt_count = 1, locked_until = now() + interval '30 seconds'");
     let dead = [
         with(
             beta,

@@ -20,12 +20,13 @@ const CLAIM: &str = "
     FROM webhook_outbox._claim($1, $2 * interval '1 millisecond', $3) d
     JOIN webhook_outbox.endpoints e ON e.id = d.endpoint_id";
 
-/// Milliseconds until the next delivery falls due (NULL: none waiting).
+/// Milliseconds until the next delivery falls due (NULL: none waiting). Rows
+/// under a lease are left out: their worker settles them, and a lease that a
+/// dead worker left behind is found by the claim within a poll interval.
 const NEXT_DUE: &str = "
-    SELECT greatest(0, extract(epoch FROM least(
-               (SELECT min(next_attempt_at) FROM webhook_outbox.deliveries WHERE status IN ('pending', 'retry')),
-               (SELECT min(locked_until) FROM webhook_outbox.deliveries WHERE status = 'sending')
-           ) - clock_timestamp()) * 1000)::bigint";
+    SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint
+    FROM webhook_outbox.deliveries
+    WHERE status IN ('pending', 'retry') AND (locked_until IS NULL OR locked_until <= now())";
 
 pub struct Engine {
     pool: Pool,
