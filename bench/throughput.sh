@@ -3,6 +3,8 @@
 # to nginx on loopback answering 204, with wrk's raw rate for the same request
 # as the ceiling, measured in the same run. Also worker RSS while draining.
 #   bench/throughput.sh [N]          (default 50000)
+# DEAD_BACKLOG=M adds a second endpoint whose circuit is open (a dead
+# receiver) holding M rows older than the N: they must cost the drain nothing.
 # Needs the release build installed: cargo pgrx install --release --pg-config /usr/bin/pg_config
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,6 +33,12 @@ $PSQL <<SQL
 SELECT webhook_outbox.create_endpoint('http://127.0.0.1:$HTTPPORT/hook', 'bench', rate_limit_rps => 0) \gset
 INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, max_attempts)
 SELECT 1, 'evt-' || i, 'order.paid', '$PAYLOAD'::jsonb, 5 FROM generate_series(1, $N) i;
+${DEAD_BACKLOG:+
+SELECT webhook_outbox.create_endpoint('http://127.0.0.1:9/dead', 'dead', rate_limit_rps => 0) AS dead \gset
+INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, max_attempts, next_attempt_at)
+SELECT :dead, 'old-' || i, 'order.paid', '{}', 5, now() - interval '1 hour' FROM generate_series(1, $DEAD_BACKLOG) i;
+UPDATE webhook_outbox.health_metrics SET circuit_state = 'open', circuit_opened_at = now() + interval '1 day' WHERE webhook_id = :dead;
+}
 ${EXTRA_SQL:-}
 CHECKPOINT;
 SQL

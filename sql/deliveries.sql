@@ -4,32 +4,36 @@
 
 -- Claim due deliveries with a lease. Shared by get_ready_deliveries() and the
 -- worker, which also passes the endpoints it already has enough in flight for.
--- The lease is locked_until alone (a HOT update: see deliveries in
--- schema.sql), so leased rows stay in the due index and the scan steps over
--- those still held: at most the rows in flight. A lease that ran out (its
--- worker died) makes the row due again, in its old place at the head.
 -- Admission mirrors the circuit breaker (src/circuit.rs): closed endpoints
 -- admit any number, an open one admits one probe once circuit_open_seconds
 -- have passed (and is marked half_open), a half_open one admits another probe
 -- only if the first one's lease ran out.
--- The closed endpoints are passed as an array (an InitPlan), not joined: that
--- keeps the scan on the due index in next_attempt_at order, stopping after
--- p_limit rows, however long the table's history. Probes are picked apart,
--- one per endpoint, so a probing endpoint's backlog never crowds out others.
+-- Each admitted endpoint's rows are read from its own range of the due index
+-- (endpoint_id, next_attempt_at), so the backlog of an endpoint that may not
+-- be sent to now (open circuit, disabled, excluded) is never read: a dead
+-- receiver with a million rows waiting costs the others nothing. The oldest
+-- rows of all admitted endpoints go first.
+-- The lease is locked_until alone (a HOT update: see deliveries in
+-- schema.sql), so leased rows stay in the due index and each endpoint's scan
+-- steps over those still held: at most the rows in flight. A lease that ran
+-- out (its worker died) makes the row due again, in its old place.
 CREATE FUNCTION _claim(p_limit integer, p_lease interval, p_exclude bigint[] DEFAULT '{}')
 RETURNS SETOF deliveries
 LANGUAGE plpgsql VOLATILE
 SET search_path = webhook_outbox, pg_catalog, pg_temp
--- The one good plan walks the due index in order and stops after p_limit
--- rows; its cost must not grow with the backlog. The planner has two other
--- choices, both of which read every due row: a seq scan and sort, which a
--- cached generic plan prefers because it guesses LIMIT p_limit to be a tenth
--- of the table, and a bitmap scan and sort, which stale statistics (always
--- stale in a queue: a burst of inserts, a drained backlog) make look cheap
--- (50 ms for 500 rows out of 50,000). Both are switched off here; planning
--- every call instead would add a millisecond to each delivery's latency.
+-- The one good plan walks each endpoint's range of the due index in order and
+-- stops after p_limit rows; its cost must not grow with the backlog. The
+-- planner has two other choices, both of which read every due row: a seq scan
+-- and sort, which a cached generic plan prefers because it guesses LIMIT
+-- p_limit to be a tenth of the table, and a bitmap scan and sort, which stale
+-- statistics (always stale in a queue: a burst of inserts, a drained backlog)
+-- make look cheap (50 ms for 500 rows out of 50,000). Both are switched off
+-- here; planning every call instead would add a millisecond to each
+-- delivery's latency. Those guesses also make the plan look costly enough
+-- to compile with JIT, half a second per call.
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET jit = off
 AS $$
 BEGIN
     -- PL/pgSQL rather than SQL: the plan is cached for the session, and the
@@ -46,54 +50,93 @@ BEGIN
                OR (h.circuit_state = 'open'
                    AND h.circuit_opened_at + current_setting('webhook_outbox.circuit_open_seconds')::interval <= now())
                OR (h.circuit_state = 'half_open' AND h.circuit_probe_at + p_lease <= now()))
-    ), due AS (
-        SELECT d.id, d.next_attempt_at AS at
-        FROM deliveries d
-        WHERE d.status IN ('pending', 'retry')
-          AND d.next_attempt_at <= now()
-          AND (d.locked_until IS NULL OR d.locked_until <= now())
-          AND d.endpoint_id = ANY (ARRAY(SELECT endpoint_id FROM gate WHERE NOT probing))
-          -- A one-time filter: with every endpoint excluded (the worker has a
-          -- batch out for each) the scan would walk the whole backlog for nothing.
-          AND EXISTS (SELECT FROM gate WHERE NOT probing)
-        ORDER BY d.next_attempt_at
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ), probes AS (
-        SELECT p.id, p.at, g.endpoint_id
+    ), candidates AS (
+        -- A look without locks: a probing endpoint offers one row (its probe),
+        -- the others up to p_limit.
+        SELECT c.at, g.endpoint_id, g.probing
         FROM gate g
         CROSS JOIN LATERAL (
-            SELECT d.id, d.next_attempt_at AS at
+            SELECT d.next_attempt_at AS at
             FROM deliveries d
             WHERE d.endpoint_id = g.endpoint_id
               AND d.status IN ('pending', 'retry')
               AND d.next_attempt_at <= now()
               AND (d.locked_until IS NULL OR d.locked_until <= now())
             ORDER BY d.next_attempt_at
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED
-        ) p
-        WHERE g.probing
+            LIMIT CASE WHEN g.probing THEN 1 ELSE p_limit END
+        ) c
+    ), quota AS (
+        -- Each endpoint's share of the batch: its rows among the oldest p_limit.
+        SELECT t.endpoint_id, t.probing, count(*) AS n
+        FROM (SELECT * FROM candidates ORDER BY at LIMIT p_limit) t
+        GROUP BY t.endpoint_id, t.probing
     ), chosen AS (
-        SELECT c.id
-        FROM (SELECT id, at FROM probes UNION ALL SELECT id, at FROM due) c
-        ORDER BY c.at, c.id
-        LIMIT p_limit
+        -- The share, locked. Only now: rows left over are not locked for
+        -- nothing, and a row another claim holds is skipped for the next one,
+        -- so concurrent claims each get a full batch.
+        SELECT c.id, q.endpoint_id, q.probing
+        FROM quota q
+        CROSS JOIN LATERAL (
+            SELECT d.id
+            FROM deliveries d
+            WHERE d.endpoint_id = q.endpoint_id
+              AND d.status IN ('pending', 'retry')
+              AND d.next_attempt_at <= now()
+              AND (d.locked_until IS NULL OR d.locked_until <= now())
+            ORDER BY d.next_attempt_at
+            LIMIT q.n
+            FOR UPDATE SKIP LOCKED
+        ) c
     ), half_open AS (
         UPDATE health_metrics h
         SET circuit_state = 'half_open', circuit_probe_at = now(), updated_at = now()
-        FROM probes p
-        WHERE h.webhook_id = p.endpoint_id AND p.id IN (SELECT id FROM chosen)
+        FROM chosen c
+        WHERE c.probing AND h.webhook_id = c.endpoint_id
     )
+    -- By id through the primary key: a join would be planned from the
+    -- generic plan's guess of chosen's size, which is no size at all.
     UPDATE deliveries d
     SET locked_until = now() + p_lease,
         attempt_count = d.attempt_count + 1
-    FROM chosen c
-    WHERE d.id = c.id
+    WHERE d.id = ANY (ARRAY(SELECT id FROM chosen))
     RETURNING d.*;
 END
 $$;
 COMMENT ON FUNCTION _claim(integer, interval, bigint[]) IS 'Internal: the claim shared by get_ready_deliveries() and the worker.';
+
+-- When _claim would next find something: each enabled endpoint's earliest due
+-- row, not before its circuit admits a probe, read from the endpoint's own
+-- range of the due index. The worker sleeps until then, so a dead endpoint's
+-- backlog does not keep it awake. Leased rows are left out: their worker
+-- settles them, and a lease a dead worker left behind is found by the claim
+-- within a poll interval.
+CREATE FUNCTION _next_due() RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET enable_seqscan = off  -- as in _claim
+SET enable_bitmapscan = off
+SET jit = off
+AS $$
+    SELECT min(CASE h.circuit_state
+                   WHEN 'closed' THEN n.at
+                   WHEN 'open' THEN greatest(n.at, h.circuit_opened_at
+                                             + current_setting('webhook_outbox.circuit_open_seconds')::interval)
+                   ELSE greatest(n.at, h.circuit_probe_at + current_setting('webhook_outbox.lease')::interval)
+               END)
+    FROM endpoints e
+    JOIN health_metrics h ON h.webhook_id = e.id
+    CROSS JOIN LATERAL (
+        SELECT d.next_attempt_at AS at
+        FROM deliveries d
+        WHERE d.endpoint_id = e.id
+          AND d.status IN ('pending', 'retry')
+          AND (d.locked_until IS NULL OR d.locked_until <= now())
+        ORDER BY d.next_attempt_at
+        LIMIT 1
+    ) n
+    WHERE e.enabled
+$$;
+COMMENT ON FUNCTION _next_due() IS 'Internal: when the worker''s next claim may find a delivery (NULL: nothing waits).';
 CREATE FUNCTION get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '30 seconds')
 RETURNS SETOF deliveries
 LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER

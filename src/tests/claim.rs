@@ -1,6 +1,6 @@
 //! get_ready_deliveries: which rows a claim hands out, and what it does to them.
 
-use super::{assert_fails, claim, delivery, endpoint, enqueue, health, make_due, one, run, update};
+use super::{assert_fails, claim, delivery, endpoint, enqueue, health, make_due, maybe, one, run, update};
 use pgrx::prelude::*;
 
 #[pg_test(schema = "tests")]
@@ -51,6 +51,48 @@ fn claim_takes_the_oldest_due_first() {
     }
     assert_eq!(claim(1), vec![ids[2]]);
     assert_eq!(claim(1), vec![ids[1]]);
+}
+
+/// Each endpoint is read from its own range of the due index; the batch still
+/// takes the oldest rows of all of them.
+#[pg_test(schema = "tests")]
+fn claim_takes_the_oldest_due_first_across_endpoints() {
+    let (a, b) = (endpoint(""), endpoint(""));
+    let rows: Vec<i64> = [(a, 50), (b, 40), (a, 30), (b, 20), (a, 10)]
+        .iter()
+        .map(|&(e, minutes_ago)| {
+            let d = enqueue(e);
+            update("deliveries", d, &format!("next_attempt_at = now() - interval '{minutes_ago} minutes'"));
+            d
+        })
+        .collect();
+    assert_eq!(claim(3), rows[..3].to_vec());
+    assert_eq!(claim(10), rows[3..].to_vec());
+}
+
+/// When the worker's next claim may find something: the earliest due row of
+/// an enabled endpoint, not before its circuit lets a probe through; rows
+/// under a lease do not count.
+#[pg_test(schema = "tests")]
+fn next_due_follows_rows_circuits_and_leases() {
+    let next = || maybe::<f64>("SELECT round(extract(epoch FROM webhook_outbox._next_due() - now()))::float8");
+    assert_eq!(next(), None, "nothing waits");
+    let (closed, open, disabled) = (endpoint(""), endpoint(""), endpoint(""));
+    update("deliveries", enqueue(closed), "next_attempt_at = now() + interval '300 seconds'");
+    assert_eq!(next(), Some(300.0));
+    // An open circuit with a row due now: the probe time (circuit_open_seconds = 60).
+    enqueue(open);
+    update("health_metrics", open, "circuit_state = 'open', circuit_opened_at = now() - interval '20 seconds'");
+    assert_eq!(next(), Some(40.0));
+    // A disabled endpoint's rows wait for nothing.
+    enqueue(disabled);
+    run(&format!("UPDATE webhook_outbox.endpoints SET enabled = false WHERE id = {disabled}"));
+    assert_eq!(next(), Some(40.0));
+    // A leased row is its worker's: the next unleased one counts.
+    let leased = enqueue(closed);
+    assert_eq!(next(), Some(0.0));
+    update("deliveries", leased, "locked_until = now() + interval '30 seconds'");
+    assert_eq!(next(), Some(40.0));
 }
 
 #[pg_test(schema = "tests")]

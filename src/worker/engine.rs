@@ -20,13 +20,9 @@ const CLAIM: &str = "
     FROM webhook_outbox._claim($1, $2 * interval '1 millisecond', $3) d
     JOIN webhook_outbox.endpoints e ON e.id = d.endpoint_id";
 
-/// Milliseconds until the next delivery falls due (NULL: none waiting). Rows
-/// under a lease are left out: their worker settles them, and a lease that a
-/// dead worker left behind is found by the claim within a poll interval.
+/// Milliseconds until the next claim may find something (NULL: nothing waits).
 const NEXT_DUE: &str = "
-    SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint
-    FROM webhook_outbox.deliveries
-    WHERE status IN ('pending', 'retry') AND (locked_until IS NULL OR locked_until <= now())";
+    SELECT greatest(0, extract(epoch FROM webhook_outbox._next_due() - clock_timestamp()) * 1000)::bigint";
 
 pub struct Engine {
     pool: Pool,
