@@ -50,26 +50,31 @@ BEGIN
                OR (h.circuit_state = 'open'
                    AND h.circuit_opened_at + current_setting('webhook_outbox.circuit_open_seconds')::interval <= now())
                OR (h.circuit_state = 'half_open' AND h.circuit_probe_at + p_lease <= now()))
-    ), candidates AS (
-        -- A look without locks: a probing endpoint offers one row (its probe),
-        -- the others up to p_limit.
-        SELECT c.at, g.endpoint_id, g.probing
-        FROM gate g
-        CROSS JOIN LATERAL (
-            SELECT d.next_attempt_at AS at
-            FROM deliveries d
-            WHERE d.endpoint_id = g.endpoint_id
-              AND d.status IN ('pending', 'retry')
-              AND d.next_attempt_at <= now()
-              AND (d.locked_until IS NULL OR d.locked_until <= now())
-            ORDER BY d.next_attempt_at
-            LIMIT CASE WHEN g.probing THEN 1 ELSE p_limit END
-        ) c
     ), quota AS (
-        -- Each endpoint's share of the batch: its rows among the oldest p_limit.
-        SELECT t.endpoint_id, t.probing, count(*) AS n
-        FROM (SELECT * FROM candidates ORDER BY at LIMIT p_limit) t
-        GROUP BY t.endpoint_id, t.probing
+        -- Each endpoint's share of the batch: one row for a probe; with one
+        -- endpoint admitted, the whole batch; with several, its rows among the
+        -- oldest p_limit of all of them, found by a look without locks at up
+        -- to p_limit rows of each (evaluated only then).
+        SELECT g.endpoint_id, g.probing,
+               CASE WHEN g.probing THEN 1
+                    WHEN (SELECT count(*) FROM gate) = 1 THEN p_limit
+                    ELSE cardinality(array_positions(ARRAY(
+                             SELECT c.endpoint_id
+                             FROM gate o
+                             CROSS JOIN LATERAL (
+                                 SELECT o.endpoint_id, d.next_attempt_at AS at
+                                 FROM deliveries d
+                                 WHERE d.endpoint_id = o.endpoint_id
+                                   AND d.status IN ('pending', 'retry')
+                                   AND d.next_attempt_at <= now()
+                                   AND (d.locked_until IS NULL OR d.locked_until <= now())
+                                 ORDER BY d.next_attempt_at
+                                 LIMIT CASE WHEN o.probing THEN 1 ELSE p_limit END
+                             ) c
+                             ORDER BY c.at
+                             LIMIT p_limit), g.endpoint_id))
+               END AS n
+        FROM gate g
     ), chosen AS (
         -- The share, locked. Only now: rows left over are not locked for
         -- nothing, and a row another claim holds is skipped for the next one,
