@@ -42,6 +42,9 @@ UPDATE webhook_outbox.health_metrics SET circuit_state = 'open', circuit_opened_
 ${EXTRA_SQL:-}
 CHECKPOINT;
 SQL
+# The kernel writes the checkpoint's pages out in the background; flush them
+# now so that the setup's writes do not share the drain's CPU.
+sync
 WORKER_PID=$($PSQL -Atc "SELECT pid FROM webhook_outbox.v_worker_status WHERE worker = 0")
 # Private memory only: VmRSS also counts the shared buffers the worker touches.
 rss() { awk '/RssAnon/ {print $2}' /proc/$WORKER_PID/status; }
