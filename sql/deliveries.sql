@@ -2,6 +2,18 @@
 -- deliveries is in operations.sql (replay_dead_letters, with its audit log).
 -- Settling an attempt is Rust (src/settle.rs): it needs the retry rules of src/outcome.rs.
 
+-- What a claim may take now: due, and not under a lease (one that ran out
+-- counts as none). Read one endpoint at a time, in next_attempt_at order,
+-- from the due index; a claim locks rows through it (FOR UPDATE reaches the
+-- table, and a row changed meanwhile is checked against these conditions again).
+CREATE VIEW _claimable AS
+SELECT d.*
+FROM deliveries d
+WHERE d.status IN ('pending', 'retry')
+  AND d.next_attempt_at <= now()
+  AND (d.locked_until IS NULL OR d.locked_until <= now());
+COMMENT ON VIEW _claimable IS 'Internal: the deliveries a claim may take now (due, not leased).';
+
 -- Claim due deliveries with a lease. Shared by get_ready_deliveries() and the
 -- worker, which also passes the endpoints it already has enough in flight for.
 -- Admission mirrors the circuit breaker (src/circuit.rs): closed endpoints
@@ -63,11 +75,8 @@ BEGIN
                              FROM gate o
                              CROSS JOIN LATERAL (
                                  SELECT o.endpoint_id, d.next_attempt_at AS at
-                                 FROM deliveries d
+                                 FROM _claimable d
                                  WHERE d.endpoint_id = o.endpoint_id
-                                   AND d.status IN ('pending', 'retry')
-                                   AND d.next_attempt_at <= now()
-                                   AND (d.locked_until IS NULL OR d.locked_until <= now())
                                  ORDER BY d.next_attempt_at
                                  LIMIT CASE WHEN o.probing THEN 1 ELSE p_limit END
                              ) c
@@ -83,11 +92,8 @@ BEGIN
         FROM quota q
         CROSS JOIN LATERAL (
             SELECT d.id
-            FROM deliveries d
+            FROM _claimable d
             WHERE d.endpoint_id = q.endpoint_id
-              AND d.status IN ('pending', 'retry')
-              AND d.next_attempt_at <= now()
-              AND (d.locked_until IS NULL OR d.locked_until <= now())
             ORDER BY d.next_attempt_at
             LIMIT q.n
             FOR UPDATE SKIP LOCKED
