@@ -44,7 +44,16 @@ DECLARE
     -- a counter reset. Counting all retained attempts instead would drop at
     -- every cleanup (a bogus reset) and cost a scan of the whole table.
     hour_start constant timestamptz := date_trunc('hour', now());
+    queue record;
 BEGIN
+    -- Pending, retry and sending rows are all in the due index: one pass counts them.
+    SELECT count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'pending') AS pending,
+           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'retry')   AS retry,
+           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'sending') AS sending,
+           min(d.created_at)                                                            AS oldest
+    INTO queue
+    FROM deliveries d
+    WHERE d.status IN ('pending', 'retry');
     RETURN _prom_family('webhook_deliveries_total', 'counter',
         'HTTP attempts settled per endpoint: status sent (2xx) or failed (anything else). From health_metrics, since the endpoint was created.',
         ARRAY(SELECT format('%s %s', _prom_labels('endpoint', h.webhook_id::text, 'status', s.status), s.n)
@@ -89,19 +98,18 @@ BEGIN
                                              (2, format('_count%s %s', _prom_labels('endpoint', t.endpoint_id::text), t.n))) s(ord, line)
               ) lines
               ORDER BY endpoint_id, ord))
-    -- One query per status, each matching a partial index of deliveries.
+    -- The others one query per status, each matching a partial index of deliveries.
     || _prom_family('webhook_queue_depth', 'gauge',
         'Deliveries per unfinished status (sent rows are history: see webhook_deliveries_total).',
-        ARRAY['{status="pending"} ' || (SELECT count(*) FROM deliveries d WHERE d.status = 'pending' AND d.locked_until IS NULL),
-              '{status="retry"} '   || (SELECT count(*) FROM deliveries d WHERE d.status = 'retry' AND d.locked_until IS NULL),
-              '{status="sending"} ' || (SELECT count(*) FROM deliveries d WHERE d.status IN ('pending', 'retry') AND d.locked_until IS NOT NULL),
+        ARRAY['{status="pending"} ' || queue.pending,
+              '{status="retry"} '   || queue.retry,
+              '{status="sending"} ' || queue.sending,
               -- The range condition lets the BRIN index of shadow rows serve.
               '{status="shadow"} '  || (SELECT count(*) FROM deliveries d WHERE d.status = 'shadow' AND d.created_at > '-infinity'),
               '{status="dead"} '    || (SELECT count(*) FROM deliveries d WHERE d.status = 'dead')])
     || _prom_family('webhook_oldest_pending_age_seconds', 'gauge',
         'Age of the oldest delivery still pending, in retry or sending (from created_at); 0 when there is none.',
-        ARRAY[' ' || round(coalesce(extract(epoch FROM now() -
-                  (SELECT min(d.created_at) FROM deliveries d WHERE d.status IN ('pending', 'retry'))), 0), 3)])
+        ARRAY[' ' || round(coalesce(extract(epoch FROM now() - queue.oldest), 0), 3)])
     || _prom_family('webhook_circuit_open', 'gauge',
         '1 while the endpoint''s circuit breaker is open or half-open (at most a probe gets through), else 0.',
         ARRAY(SELECT format('%s %s', _prom_labels('endpoint', h.webhook_id::text), (h.circuit_state <> 'closed')::integer)

@@ -38,10 +38,10 @@ JOIN health_metrics h ON h.webhook_id = e.id
 LEFT JOIN (
     -- Only unfinished and dead rows: read through the partial indexes, not the history.
     SELECT d.endpoint_id,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.locked_until IS NULL) AS pending,
-           count(*) FILTER (WHERE d.status = 'retry' AND d.locked_until IS NULL)   AS retry,
-           count(*) FILTER (WHERE d.locked_until IS NOT NULL)                       AS sending,
-           count(*) FILTER (WHERE d.status = 'dead')                                AS dead
+           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'pending') AS pending,
+           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'retry')   AS retry,
+           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'sending') AS sending,
+           count(*) FILTER (WHERE d.status = 'dead')                                    AS dead
     FROM deliveries d
     WHERE d.status IN ('pending', 'retry', 'dead')
     GROUP BY d.endpoint_id

@@ -82,6 +82,28 @@ mod tests {
         assert!(!is_label_set(r#"{1a="x"}"#));
     }
 
+    /// A claimed row keeps its status: the queue depth derives "sending" from
+    /// the lease, and counts the row there only.
+    #[pg_test]
+    fn metrics_count_leased_rows_as_sending() {
+        let a = Spi::get_one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')").unwrap().unwrap();
+        Spi::run(&format!(
+            "SELECT webhook_outbox.enqueue({a}, 't', '{{}}', 'e' || i) FROM generate_series(1, 3) i;
+             UPDATE webhook_outbox.deliveries SET status = 'retry', attempt_count = 1, next_attempt_at = now() + interval '1 minute'
+             WHERE event_id = 'e3';
+             SELECT count(*) FROM webhook_outbox.get_ready_deliveries(1);"
+        ))
+        .unwrap();
+        let text = super::render_metrics().unwrap();
+        for line in [
+            r#"webhook_queue_depth{status="pending"} 1"#,
+            r#"webhook_queue_depth{status="retry"} 1"#,
+            r#"webhook_queue_depth{status="sending"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
     #[pg_test]
     fn metrics_reports_a_known_setup() {
         let id = |sql: &str| Spi::get_one::<i64>(sql).unwrap().unwrap();

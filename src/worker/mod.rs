@@ -239,8 +239,8 @@ fn run(index: usize) {
             if e.claim(c, want)? == want {
                 return Ok(Some(Duration::ZERO)); // a full batch: there may be more
             }
-            // A row can be due yet unclaimable (disabled endpoint, open
-            // circuit): the floor keeps that from becoming a busy loop.
+            // A row can be due yet unclaimable (its endpoint has a full batch
+            // out): the floor keeps that from becoming a busy loop.
             Ok(engine::next_due_ms(c)?.map(|ms| Duration::from_millis(ms.max(MIN_NAP_MS) as u64)))
         });
         match claimed {
