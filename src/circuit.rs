@@ -217,7 +217,11 @@ mod tests {
 
     #[test]
     fn state_names_round_trip() {
-        for s in [CircuitState::Closed, CircuitState::Open, CircuitState::HalfOpen] {
+        for s in [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ] {
             assert_eq!(CircuitState::parse(s.as_str()), s);
         }
     }

@@ -36,7 +36,8 @@ static CIRCUIT_OPEN_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
 static ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
 static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
-static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
 static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);

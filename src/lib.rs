@@ -45,6 +45,9 @@ pub mod pg_test {
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         // No worker in the #[pg_test] cluster: those tests run in rolled-back
         // transactions the worker would never see. Worker tests live in pgrx-tests/.
-        vec!["shared_preload_libraries='webhook_outbox'", "webhook_outbox.workers=0"]
+        vec![
+            "shared_preload_libraries='webhook_outbox'",
+            "webhook_outbox.workers=0",
+        ]
     }
 }

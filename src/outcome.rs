@@ -177,13 +177,25 @@ mod tests {
         assert_eq!(d(Class::Success, 1, 5, None), Verdict::Sent);
         assert_eq!(d(Class::Success, 5, 5, None), Verdict::Sent);
         assert_eq!(d(Class::Permanent, 1, 5, None), Verdict::Dead);
-        assert_eq!(d(Class::Transient, 1, 5, None), Verdict::Retry { delay_ms: 5_000 });
-        assert_eq!(d(Class::Transient, 4, 5, None), Verdict::Retry { delay_ms: 40_000 });
+        assert_eq!(
+            d(Class::Transient, 1, 5, None),
+            Verdict::Retry { delay_ms: 5_000 }
+        );
+        assert_eq!(
+            d(Class::Transient, 4, 5, None),
+            Verdict::Retry { delay_ms: 40_000 }
+        );
         assert_eq!(d(Class::Transient, 5, 5, None), Verdict::Dead);
         assert_eq!(d(Class::Transient, 1, 1, None), Verdict::Dead);
         // Retry-After replaces the backoff step, up to its cap.
-        assert_eq!(d(Class::Transient, 1, 5, Some(2_000)), Verdict::Retry { delay_ms: 2_000 });
-        assert_eq!(d(Class::Transient, 1, 5, Some(999_000)), Verdict::Retry { delay_ms: 60_000 });
+        assert_eq!(
+            d(Class::Transient, 1, 5, Some(2_000)),
+            Verdict::Retry { delay_ms: 2_000 }
+        );
+        assert_eq!(
+            d(Class::Transient, 1, 5, Some(999_000)),
+            Verdict::Retry { delay_ms: 60_000 }
+        );
         assert_eq!(d(Class::Transient, 5, 5, Some(2_000)), Verdict::Dead);
         assert_eq!(Verdict::Retry { delay_ms: 1 }.status(), "retry");
     }

@@ -53,7 +53,8 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
             )
         })
         .collect();
-    let column = |f: &dyn Fn(&AttemptResult) -> Option<String>| results.iter().map(f).collect::<Vec<_>>();
+    let column =
+        |f: &dyn Fn(&AttemptResult) -> Option<String>| results.iter().map(f).collect::<Vec<_>>();
     // A status without an error text still gets one, for v_dead_letters and last_error.
     let error_text = |r: &AttemptResult| match (&r.error, r.status_code) {
         (Some(e), _) => Some(e.clone()),
@@ -131,7 +132,10 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
         })
         .collect();
     let open_circuits = record_health(client, &health)?;
-    Ok(Settled { statuses, open_circuits })
+    Ok(Settled {
+        statuses,
+        open_circuits,
+    })
 }
 
 /// One result as endpoint health sees it.
@@ -146,7 +150,10 @@ pub struct HealthEvent {
 /// Fold results into `health_metrics`: rows locked in id order (no deadlock
 /// between workers), updated in Rust, written back in one statement. Returns
 /// the endpoints whose circuit is not closed afterwards.
-pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi::Result<HashSet<i64>> {
+pub fn record_health(
+    client: &mut SpiClient<'_>,
+    events: &[HealthEvent],
+) -> spi::Result<HashSet<i64>> {
     if events.is_empty() {
         return Ok(HashSet::new());
     }
@@ -194,7 +201,14 @@ pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi:
     let policy = guc::breaker_policy();
     for e in events {
         if let Some(h) = rows.get_mut(&e.endpoint_id) {
-            h.record(e.success, e.status_code, e.response_ms, e.error.as_deref(), now, &policy);
+            h.record(
+                e.success,
+                e.status_code,
+                e.response_ms,
+                e.error.as_deref(),
+                now,
+                &policy,
+            );
         }
     }
     let hs: Vec<&Health> = rows.values().collect();
@@ -229,7 +243,11 @@ pub fn record_health(client: &mut SpiClient<'_>, events: &[HealthEvent]) -> spi:
             hs.iter().map(|h| h.circuit_opened_at).collect::<Vec<_>>().into(),
         ],
     )?;
-    Ok(rows.iter().filter(|(_, h)| h.circuit != CircuitState::Closed).map(|(id, _)| *id).collect())
+    Ok(rows
+        .iter()
+        .filter(|(_, h)| h.circuit != CircuitState::Closed)
+        .map(|(id, _)| *id)
+        .collect())
 }
 
 /// Put claimed deliveries back without counting an attempt (rate limit,

@@ -41,13 +41,8 @@ fn open_transactions_never_share_a_row() {
     assert_eq!((first.len(), second.len()), (30, 30), "each session gets a full batch");
     let overlap: Vec<_> = first.iter().filter(|id| second.contains(id)).collect();
     assert!(overlap.is_empty(), "rows handed to both sessions: {overlap:?}");
-    let leased: i64 = a
-        .query_one(
-            "SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until > now()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let leased: i64 =
+        a.query_one("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until > now()", &[]).unwrap().get(0);
     assert_eq!(leased, 60);
 }
 

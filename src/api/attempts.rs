@@ -10,7 +10,10 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-fn check_result(status_code: Option<i32>, response_time_ms: Option<i32>) -> Result<(), ErrorReport> {
+fn check_result(
+    status_code: Option<i32>,
+    response_time_ms: Option<i32>,
+) -> Result<(), ErrorReport> {
     if let Some(code) = status_code {
         if !(100..=599).contains(&code) {
             return Err(invalid(
@@ -21,7 +24,10 @@ fn check_result(status_code: Option<i32>, response_time_ms: Option<i32>) -> Resu
     }
     if let Some(ms) = response_time_ms {
         if ms < 0 {
-            return Err(invalid(format!("response_time_ms must be >= 0, got {ms}"), ""));
+            return Err(invalid(
+                format!("response_time_ms must be >= 0, got {ms}"),
+                "",
+            ));
         }
     }
     Ok(())

@@ -94,7 +94,13 @@ fn parse_line(line_no: i32, line: &str, max_payload_bytes: usize) -> Result<Even
     required(fields.schema_version.as_ref(), "schema_version", true)?;
     let user_id = fields.actor.as_ref().and_then(|actor| actor.get("user_id"));
     let subject_id = required(user_id, "actor.user_id", true)?;
-    Ok(Event { line_no, event_id, event_type, subject_id, payload: line })
+    Ok(Event {
+        line_no,
+        event_id,
+        event_type,
+        subject_id,
+        payload: line,
+    })
 }
 
 /// A required field: a non-empty string, or where `numbers` allows it a
@@ -135,7 +141,11 @@ struct Routes {
 }
 
 impl Routes {
-    fn load(client: &SpiClient<'_>, endpoint_id: Option<i64>, max_attempts: Option<i32>) -> Result<Self, ErrorReport> {
+    fn load(
+        client: &SpiClient<'_>,
+        endpoint_id: Option<i64>,
+        max_attempts: Option<i32>,
+    ) -> Result<Self, ErrorReport> {
         let rows = client
             .select(
                 "SELECT id, enabled, event_types,
@@ -152,7 +162,11 @@ impl Routes {
                 max_attempts: row.get(4).map_err(spi_error)?.unwrap_or_default(),
             };
             let enabled = row.get(2).map_err(spi_error)?.unwrap_or(false);
-            endpoints.push((target, enabled, row.get::<Vec<String>>(3).map_err(spi_error)?));
+            endpoints.push((
+                target,
+                enabled,
+                row.get::<Vec<String>>(3).map_err(spi_error)?,
+            ));
         }
         let fixed = match endpoint_id {
             None => None,
@@ -164,7 +178,11 @@ impl Routes {
                 )
             })?),
         };
-        Ok(Routes { fixed, endpoints, by_type: HashMap::new() })
+        Ok(Routes {
+            fixed,
+            endpoints,
+            by_type: HashMap::new(),
+        })
     }
 
     fn targets(&mut self, event_type: &str) -> &[Target] {
@@ -176,7 +194,10 @@ impl Routes {
                 .endpoints
                 .iter()
                 .filter(|(_, enabled, types)| {
-                    *enabled && types.as_ref().is_none_or(|t| t.iter().any(|t| t == event_type))
+                    *enabled
+                        && types
+                            .as_ref()
+                            .is_none_or(|t| t.iter().any(|t| t == event_type))
                 })
                 .map(|(target, ..)| *target)
                 .collect();
@@ -213,7 +234,10 @@ const INSERT_CHUNK: &str = concat!(
 );
 
 /// The same answer without writing.
-const COUNT_CHUNK: &str = concat!("SELECT count(DISTINCT u.event_id COLLATE \"C\"), count(*)", new_rows!());
+const COUNT_CHUNK: &str = concat!(
+    "SELECT count(DISTINCT u.event_id COLLATE \"C\"), count(*)",
+    new_rows!()
+);
 
 /// One call's state: settings, routes, counts, and the ids seen in the input.
 struct Run {
@@ -239,7 +263,10 @@ impl Run {
             Ok(e) if self.seen.contains(&e.event_id) => self.counts.duplicates += 1,
             Ok(e) if self.routes.targets(&e.event_type).is_empty() => failures.push(Failure {
                 line_no: e.line_no,
-                reason: format!("no enabled endpoint subscribes to event_type '{}'", e.event_type),
+                reason: format!(
+                    "no enabled endpoint subscribes to event_type '{}'",
+                    e.event_type
+                ),
                 line: e.payload,
             }),
             Ok(e) => {
@@ -269,10 +296,19 @@ impl Run {
             }
             let mut args = vec![
                 endpoint_ids.into(),
-                rows.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>().into(),
-                rows.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>().into(),
+                rows.iter()
+                    .map(|e| e.event_id.as_str())
+                    .collect::<Vec<_>>()
+                    .into(),
+                rows.iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>()
+                    .into(),
                 rows.iter().map(|e| e.payload).collect::<Vec<_>>().into(),
-                rows.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>().into(),
+                rows.iter()
+                    .map(|e| e.subject_id.as_str())
+                    .collect::<Vec<_>>()
+                    .into(),
                 max_attempts.into(),
             ];
             let result = if self.dry_run {
@@ -281,8 +317,9 @@ impl Run {
                 args.push(self.status.into());
                 client.update(INSERT_CHUNK, None, &args)
             };
-            let (created, enqueued) =
-                result.and_then(|t| t.first().get_two::<i64, i64>()).map_err(spi_error)?;
+            let (created, enqueued) = result
+                .and_then(|t| t.first().get_two::<i64, i64>())
+                .map_err(spi_error)?;
             let created = created.unwrap_or(0);
             self.counts.created += created;
             self.counts.enqueued += enqueued.unwrap_or(0);
@@ -293,7 +330,11 @@ impl Run {
     }
 
     /// NOTICE the first failed lines, record all of them.
-    fn report(&mut self, client: &mut SpiClient<'_>, failures: &mut Vec<Failure<'_>>) -> Result<(), ErrorReport> {
+    fn report(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        failures: &mut Vec<Failure<'_>>,
+    ) -> Result<(), ErrorReport> {
         if failures.is_empty() {
             return Ok(());
         }
@@ -315,8 +356,16 @@ impl Run {
                 None,
                 &[
                     self.id.into(),
-                    failures.iter().map(|f| f.line_no).collect::<Vec<_>>().into(),
-                    failures.iter().map(|f| f.reason.as_str()).collect::<Vec<_>>().into(),
+                    failures
+                        .iter()
+                        .map(|f| f.line_no)
+                        .collect::<Vec<_>>()
+                        .into(),
+                    failures
+                        .iter()
+                        .map(|f| f.reason.as_str())
+                        .collect::<Vec<_>>()
+                        .into(),
                     failures
                         .iter()
                         .map(|f| &f.line[..f.line.floor_char_boundary(KEPT_LINE_BYTES)])
@@ -352,7 +401,11 @@ fn backfill(
     ErrorReport,
 > {
     let not_null = |name: &str| {
-        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL"), "")
+        error(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{name} must not be NULL"),
+            "",
+        )
     };
     let ndjson = ndjson.ok_or_else(|| {
         not_null("ndjson").set_hint(
@@ -364,7 +417,10 @@ fn backfill(
         Some(n) if n >= 0 => n as i64,
         other => {
             let got = other.map_or_else(|| "NULL".to_owned(), |n| n.to_string());
-            return Err(invalid(format!("progress_every must be 0 (no progress) or more, got {got}"), ""));
+            return Err(invalid(
+                format!("progress_every must be 0 (no progress) or more, got {got}"),
+                "",
+            ));
         }
     };
     if let Some(n) = max_attempts.filter(|n| !(1..=100).contains(n)) {
@@ -395,7 +451,11 @@ fn backfill(
         let mut run = Run {
             id: id.unwrap_or_default(),
             dry_run,
-            status: if mode == Mode::Shadow { "shadow" } else { "pending" },
+            status: if mode == Mode::Shadow {
+                "shadow"
+            } else {
+                "pending"
+            },
             routes,
             counts: Counts::default(),
             seen: HashSet::new(),
@@ -408,8 +468,11 @@ fn backfill(
                 continue;
             }
             let line_no = i32::try_from(i + 1).unwrap_or(i32::MAX);
-            let parsed =
-                parse_line(line_no, line, max_payload_bytes).map_err(|reason| Failure { line_no, reason, line });
+            let parsed = parse_line(line_no, line, max_payload_bytes).map_err(|reason| Failure {
+                line_no,
+                reason,
+                line,
+            });
             run.accept(parsed, &mut chunk, &mut failures);
             // Chunks end on progress boundaries, so each progress NOTICE has exact counts.
             let progress = progress_every > 0 && run.counts.processed % progress_every == 0;
@@ -438,10 +501,25 @@ fn backfill(
                 ],
             )
             .map_err(spi_error)?;
-        notice!("backfill run {}{}: {}", run.id, if dry_run { " (dry run, nothing queued)" } else { "" }, summary(&c));
+        notice!(
+            "backfill run {}{}: {}",
+            run.id,
+            if dry_run {
+                " (dry run, nothing queued)"
+            } else {
+                ""
+            },
+            summary(&c)
+        );
         Ok(c)
     })?;
-    Ok(TableIterator::once((counts.processed, counts.created, counts.enqueued, counts.duplicates, counts.failed)))
+    Ok(TableIterator::once((
+        counts.processed,
+        counts.created,
+        counts.enqueued,
+        counts.duplicates,
+        counts.failed,
+    )))
 }
 
 fn summary(c: &Counts) -> String {
@@ -514,7 +592,13 @@ mod tests {
             })
         })
         .unwrap();
-        (t.0.unwrap(), t.1.unwrap(), t.2.unwrap(), t.3.unwrap(), t.4.unwrap())
+        (
+            t.0.unwrap(),
+            t.1.unwrap(),
+            t.2.unwrap(),
+            t.3.unwrap(),
+            t.4.unwrap(),
+        )
     }
 
     fn count(sql: &str) -> i64 {
@@ -525,7 +609,15 @@ mod tests {
     fn parse_line_accepts_the_required_fields() {
         let l = r#" {"event_id":7,"event_type":"order.paid","request_id":"r","schema_version":"1.0","actor":{"user_id":42},"x":[1]} "#;
         let e = parse_line(3, l, MAX).unwrap();
-        assert_eq!((e.line_no, e.event_id.as_str(), e.event_type.as_str(), e.subject_id.as_str()), (3, "7", "order.paid", "42"));
+        assert_eq!(
+            (
+                e.line_no,
+                e.event_id.as_str(),
+                e.event_type.as_str(),
+                e.subject_id.as_str()
+            ),
+            (3, "7", "order.paid", "42")
+        );
         assert_eq!(e.payload, l.trim());
     }
 
@@ -534,14 +626,38 @@ mod tests {
         let cases = [
             ("nope", "not valid JSON"),
             ("[1]", "not a JSON object"),
-            (r#"{"event_type":"t","request_id":"r","schema_version":1,"actor":{"user_id":"u"}}"#, "missing event_id"),
-            (r#"{"event_id":"","event_type":"t"}"#, "event_id must be a non-empty string or a number"),
-            (r#"{"event_id":"e","event_type":5}"#, "event_type must be a non-empty string"),
-            (r#"{"event_id":"e","event_type":"t","schema_version":1}"#, "missing request_id"),
-            (r#"{"event_id":"e","event_type":"t","request_id":"r"}"#, "missing schema_version"),
-            (r#"{"event_id":"e","event_type":"t","request_id":"r","schema_version":1,"actor":{}}"#, "missing actor.user_id"),
-            (r#"{"event_id":"e","event_type":"t","request_id":"r","schema_version":1,"actor":"u"}"#, "missing actor.user_id"),
-            (r#"{"event_id":"e","event_type":"t","request_id":"r","schema_version":1,"actor":{"user_id":null}}"#, "missing actor.user_id"),
+            (
+                r#"{"event_type":"t","request_id":"r","schema_version":1,"actor":{"user_id":"u"}}"#,
+                "missing event_id",
+            ),
+            (
+                r#"{"event_id":"","event_type":"t"}"#,
+                "event_id must be a non-empty string or a number",
+            ),
+            (
+                r#"{"event_id":"e","event_type":5}"#,
+                "event_type must be a non-empty string",
+            ),
+            (
+                r#"{"event_id":"e","event_type":"t","schema_version":1}"#,
+                "missing request_id",
+            ),
+            (
+                r#"{"event_id":"e","event_type":"t","request_id":"r"}"#,
+                "missing schema_version",
+            ),
+            (
+                r#"{"event_id":"e","event_type":"t","request_id":"r","schema_version":1,"actor":{}}"#,
+                "missing actor.user_id",
+            ),
+            (
+                r#"{"event_id":"e","event_type":"t","request_id":"r","schema_version":1,"actor":"u"}"#,
+                "missing actor.user_id",
+            ),
+            (
+                r#"{"event_id":"e","event_type":"t","request_id":"r","schema_version":1,"actor":{"user_id":null}}"#,
+                "missing actor.user_id",
+            ),
             (r#"{"event_id":"e\u0000","event_type":"t"}"#, "\\u0000"),
         ];
         for (l, reason) in cases {
@@ -549,7 +665,10 @@ mod tests {
             assert!(err.contains(reason), "{l}: {err}");
         }
         let err = parse_line(1, &line("e", "t"), 20).unwrap_err();
-        assert!(err.contains("exceeds webhook_outbox.max_payload_bytes (20)"), "{err}");
+        assert!(
+            err.contains("exceeds webhook_outbox.max_payload_bytes (20)"),
+            "{err}"
+        );
         // An escaped backslash before u0000 is not a NUL.
         assert!(parse_line(1, &line(r"a\\u0000", "t"), MAX).is_ok());
     }
@@ -570,8 +689,18 @@ mod tests {
         .join("\n");
         // e1 → a and b, e2 → b; the second e1 is a duplicate; lines 5 and 6 fail.
         assert_eq!(backfill(&input, ""), (5, 2, 3, 1, 2));
-        assert_eq!(count(&format!("SELECT count(*) FROM webhook_outbox.deliveries WHERE endpoint_id = {a}")), 1);
-        assert_eq!(count(&format!("SELECT count(*) FROM webhook_outbox.deliveries WHERE endpoint_id = {b}")), 2);
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM webhook_outbox.deliveries WHERE endpoint_id = {a}"
+            )),
+            1
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM webhook_outbox.deliveries WHERE endpoint_id = {b}"
+            )),
+            2
+        );
         let (subject, payload_ok) = Spi::get_two::<String, bool>(
             "SELECT subject_id, payload = '{\"event_id\":\"e2\",\"event_type\":\"user.created\",\"request_id\":\"r2\",\"schema_version\":\"1.0\",\"actor\":{\"user_id\":42}}'::jsonb
              FROM webhook_outbox.deliveries WHERE event_id = 'e2'",
@@ -603,14 +732,23 @@ mod tests {
     fn backfill_dedupes_against_the_outbox_per_endpoint() {
         let a = endpoint("a", "NULL");
         endpoint("b", "NULL");
-        Spi::run(&format!("SELECT webhook_outbox.enqueue({a}, 'order.paid', '{{}}', 'e1')")).unwrap();
+        Spi::run(&format!(
+            "SELECT webhook_outbox.enqueue({a}, 'order.paid', '{{}}', 'e1')"
+        ))
+        .unwrap();
         let input = format!("{}\n{}", line("e1", "order.paid"), line("e2", "order.paid"));
         // Fan-out: e1 is new for b only, e2 for both.
         assert_eq!(backfill(&input, ""), (2, 2, 3, 0, 0));
         // One endpoint: both are there already.
-        assert_eq!(backfill(&input, &format!(", endpoint_id => {a}")), (2, 0, 0, 2, 0));
+        assert_eq!(
+            backfill(&input, &format!(", endpoint_id => {a}")),
+            (2, 0, 0, 2, 0)
+        );
         // The enqueued payload was not replaced.
-        assert_eq!(count("SELECT count(*) FROM webhook_outbox.deliveries WHERE payload = '{}'"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_outbox.deliveries WHERE payload = '{}'"),
+            1
+        );
     }
 
     #[pg_test]
@@ -618,21 +756,46 @@ mod tests {
         endpoint("a", "ARRAY['order.paid']");
         endpoint("b", "NULL");
         Spi::run("SELECT webhook_outbox.emit('order.paid', '{}', 'e1')").unwrap();
-        let input = [line("e1", "order.paid"), line("e2", "user.created"), line("e2", "x"), "{".to_owned()].join("\n");
+        let input = [
+            line("e1", "order.paid"),
+            line("e2", "user.created"),
+            line("e2", "x"),
+            "{".to_owned(),
+        ]
+        .join("\n");
         let before = count("SELECT count(*) FROM webhook_outbox.deliveries");
         let dry = backfill(&input, ", dry_run => true");
-        assert_eq!(count("SELECT count(*) FROM webhook_outbox.deliveries"), before);
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_outbox.deliveries"),
+            before
+        );
         assert_eq!(dry, backfill(&input, ""));
         assert_eq!(dry, (4, 1, 1, 2, 1));
-        assert_eq!(count("SELECT count(*) FROM webhook_outbox.backfill_runs WHERE dry_run"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_outbox.backfill_runs WHERE dry_run"),
+            1
+        );
     }
 
     #[pg_test]
     fn backfill_to_one_endpoint_ignores_subscriptions_and_sets_max_attempts() {
         let a = endpoint("a", "ARRAY['order.paid']");
-        let input = format!("{}\n{}", line("e1", "user.created"), line("e2", "order.paid"));
-        assert_eq!(backfill(&input, &format!(", endpoint_id => {a}, max_attempts => 3, progress_every => 1")), (2, 2, 2, 0, 0));
-        assert_eq!(count("SELECT count(*) FROM webhook_outbox.deliveries WHERE max_attempts = 3"), 2);
+        let input = format!(
+            "{}\n{}",
+            line("e1", "user.created"),
+            line("e2", "order.paid")
+        );
+        assert_eq!(
+            backfill(
+                &input,
+                &format!(", endpoint_id => {a}, max_attempts => 3, progress_every => 1")
+            ),
+            (2, 2, 2, 0, 0)
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_outbox.deliveries WHERE max_attempts = 3"),
+            2
+        );
     }
 
     #[pg_test]
@@ -640,8 +803,13 @@ mod tests {
         endpoint("a", "ARRAY['order.paid']");
         Spi::run("UPDATE webhook_outbox.endpoints SET enabled = false WHERE name = 'a'").unwrap();
         assert_eq!(backfill(&line("e1", "order.paid"), ""), (1, 0, 0, 0, 1));
-        let reason = Spi::get_one::<String>("SELECT reason FROM webhook_outbox.backfill_errors").unwrap().unwrap();
-        assert_eq!(reason, "no enabled endpoint subscribes to event_type 'order.paid'");
+        let reason = Spi::get_one::<String>("SELECT reason FROM webhook_outbox.backfill_errors")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reason,
+            "no enabled endpoint subscribes to event_type 'order.paid'"
+        );
     }
 
     #[pg_test]
@@ -649,9 +817,15 @@ mod tests {
         endpoint("a", "NULL");
         Spi::run("SET LOCAL webhook_outbox.mode = 'shadow'").unwrap();
         assert_eq!(backfill(&line("e1", "t"), ""), (1, 1, 1, 0, 0));
-        assert_eq!(count("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'shadow'"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'shadow'"),
+            1
+        );
         Spi::run("SET LOCAL webhook_outbox.mode = 'off'").unwrap();
-        assert_eq!(backfill(&line("e2", "t"), ", dry_run => true"), (1, 1, 1, 0, 0));
+        assert_eq!(
+            backfill(&line("e2", "t"), ", dry_run => true"),
+            (1, 1, 1, 0, 0)
+        );
         Spi::run("SET LOCAL webhook_outbox.mode = 'on'").unwrap();
         Spi::run("SET LOCAL webhook_outbox.max_payload_bytes = 50").unwrap();
         assert_eq!(backfill(&line("e3", "t"), ""), (1, 0, 0, 0, 1));

@@ -18,7 +18,11 @@ fn create_endpoint(
     headers: default!(Option<JsonB>, "'{}'"),
 ) -> Result<i64, ErrorReport> {
     let url = url.ok_or_else(|| {
-        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "url must not be NULL", "")
+        error(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "url must not be NULL",
+            "",
+        )
     })?;
     delivery::validate_url(url, guc::allow_http()).map_err(|e| {
         invalid(
@@ -27,7 +31,10 @@ fn create_endpoint(
         )
     })?;
     if name.is_some_and(|n| n.trim().is_empty()) {
-        return Err(invalid("endpoint name must not be empty", "Use NULL for an unnamed endpoint."));
+        return Err(invalid(
+            "endpoint name must not be empty",
+            "Use NULL for an unnamed endpoint.",
+        ));
     }
     let event_types = match event_types {
         None => None,
@@ -62,10 +69,15 @@ fn create_endpoint(
     }
     if let Some(n) = max_attempts {
         if !(1..=100).contains(&n) {
-            return Err(invalid(format!("max_attempts must be between 1 and 100, got {n}"), ""));
+            return Err(invalid(
+                format!("max_attempts must be between 1 and 100, got {n}"),
+                "",
+            ));
         }
     }
-    let headers = headers.map(|h| h.0).unwrap_or_else(|| serde_json::json!({}));
+    let headers = headers
+        .map(|h| h.0)
+        .unwrap_or_else(|| serde_json::json!({}));
     check_headers(&headers)?;
 
     if let Some(n) = name {
@@ -106,7 +118,8 @@ fn create_endpoint(
 }
 
 fn check_headers(headers: &serde_json::Value) -> Result<(), ErrorReport> {
-    let hint = "Give headers as a JSON object of strings, e.g. '{\"Authorization\": \"Bearer ...\"}'.";
+    let hint =
+        "Give headers as a JSON object of strings, e.g. '{\"Authorization\": \"Bearer ...\"}'.";
     let map = headers
         .as_object()
         .ok_or_else(|| invalid("headers must be a JSON object", hint))?;
@@ -120,7 +133,11 @@ fn check_headers(headers: &serde_json::Value) -> Result<(), ErrorReport> {
 }
 
 pub(crate) fn spi_error(e: pgrx::spi::Error) -> ErrorReport {
-    error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("SPI: {e}"), "")
+    error(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("SPI: {e}"),
+        "",
+    )
 }
 
 extension_sql!(

@@ -19,7 +19,9 @@ mod tests {
 
     fn is_name(s: &str) -> bool {
         let mut chars = s.chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     }
 
@@ -29,7 +31,9 @@ mod tests {
             return false;
         };
         while !rest.is_empty() {
-            let Some((name, value)) = rest.split_once("=\"") else { return false };
+            let Some((name, value)) = rest.split_once("=\"") else {
+                return false;
+            };
             if !is_name(name) {
                 return false;
             }
@@ -57,17 +61,23 @@ mod tests {
                 assert!(rest.split(' ').next().is_some_and(is_name), "{line}");
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap_or_default();
-                assert!(is_name(name) && ["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(
+                    is_name(name) && ["counter", "gauge", "histogram"].contains(&kind),
+                    "{line}"
+                );
                 family = Some((name, kind));
             } else {
                 let (series, value) = line.rsplit_once(' ').expect(line);
                 assert!(value == "+Inf" || value.parse::<f64>().is_ok(), "{line}");
-                let (name, labels) = series.find('{').map_or((series, ""), |i| series.split_at(i));
+                let (name, labels) = series
+                    .find('{')
+                    .map_or((series, ""), |i| series.split_at(i));
                 assert!(labels.is_empty() || is_label_set(labels), "{line}");
                 let (family, kind) = family.expect("a sample before any TYPE");
                 let suffix = name.strip_prefix(family).expect(line);
                 assert!(
-                    suffix.is_empty() || (kind == "histogram" && ["_bucket", "_sum", "_count"].contains(&suffix)),
+                    suffix.is_empty()
+                        || (kind == "histogram" && ["_bucket", "_sum", "_count"].contains(&suffix)),
                     "{line}"
                 );
             }
@@ -86,7 +96,10 @@ mod tests {
     /// the lease, and counts the row there only.
     #[pg_test]
     fn metrics_count_leased_rows_as_sending() {
-        let a = Spi::get_one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')").unwrap().unwrap();
+        let a =
+            Spi::get_one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')")
+                .unwrap()
+                .unwrap();
         Spi::run(&format!(
             "SELECT webhook_outbox.enqueue({a}, 't', '{{}}', 'e' || i) FROM generate_series(1, 3) i;
              UPDATE webhook_outbox.deliveries SET status = 'retry', attempt_count = 1, next_attempt_at = now() + interval '1 minute'
@@ -108,7 +121,9 @@ mod tests {
     fn metrics_reports_a_known_setup() {
         let id = |sql: &str| Spi::get_one::<i64>(sql).unwrap().unwrap();
         // A name that needs every escape: quote, backslash, newline.
-        let a = id(r#"SELECT webhook_outbox.create_endpoint('https://example.com/a', E'we"ird\\name\nx')"#);
+        let a = id(
+            r#"SELECT webhook_outbox.create_endpoint('https://example.com/a', E'we"ird\\name\nx')"#,
+        );
         let b = id("SELECT webhook_outbox.create_endpoint('https://example.com/b')");
         Spi::run(&format!(
             "SELECT webhook_outbox.update_webhook_health({a}, 200, 30);

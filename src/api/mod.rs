@@ -22,7 +22,11 @@ pub(crate) fn error(code: PgSqlErrorCode, message: impl Into<String>, hint: &str
 }
 
 pub(crate) fn invalid(message: impl Into<String>, hint: &str) -> ErrorReport {
-    error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, hint)
+    error(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        hint,
+    )
 }
 
 /// Interval → milliseconds, counting a month as 30 days (as `justify_days` does).

@@ -47,19 +47,44 @@ mod tests {
     fn replay_filters_oldest_first_in_dry_runs() {
         let (a, _) = setup();
         assert_eq!(replayed("dry_run => true"), ("d1,d3,d2".to_owned(), 3));
-        assert_eq!(replayed(&format!("endpoint_id => {a}, dry_run => true")), ("d1,d2".to_owned(), 2));
-        assert_eq!(replayed("event_type => 'x', dry_run => true"), ("d1,d3".to_owned(), 2));
+        assert_eq!(
+            replayed(&format!("endpoint_id => {a}, dry_run => true")),
+            ("d1,d2".to_owned(), 2)
+        );
+        assert_eq!(
+            replayed("event_type => 'x', dry_run => true"),
+            ("d1,d3".to_owned(), 2)
+        );
         assert_eq!(
             replayed("since => now() - interval '60 hours', until => now() - interval '36 hours', dry_run => true"),
             ("d3".to_owned(), 1)
         );
-        assert_eq!(replayed("max_rows => 1, dry_run => true"), ("d1".to_owned(), 1));
-        assert_eq!(replayed("status => 'sent', dry_run => true"), ("s1".to_owned(), 1));
-        assert_eq!(replayed("event_type => 'nope', dry_run => true"), (String::new(), 0));
+        assert_eq!(
+            replayed("max_rows => 1, dry_run => true"),
+            ("d1".to_owned(), 1)
+        );
+        assert_eq!(
+            replayed("status => 'sent', dry_run => true"),
+            ("s1".to_owned(), 1)
+        );
+        assert_eq!(
+            replayed("event_type => 'nope', dry_run => true"),
+            (String::new(), 0)
+        );
         // Dry runs change nothing and leave no audit row.
-        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'dead'"), 3);
-        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.replay_log"), 0);
-        assert!(Spi::get_one::<i64>("SELECT replay_id FROM webhook_outbox.replay_dead_letters(dry_run => true)").unwrap().is_none());
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'dead'"),
+            3
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webhook_outbox.replay_log"),
+            0
+        );
+        assert!(Spi::get_one::<i64>(
+            "SELECT replay_id FROM webhook_outbox.replay_dead_letters(dry_run => true)"
+        )
+        .unwrap()
+        .is_none());
     }
 
     #[pg_test]
@@ -79,7 +104,10 @@ mod tests {
             ),
             2
         );
-        assert_eq!(one::<String>("SELECT status FROM webhook_outbox.deliveries WHERE event_id = 'd2'"), "dead");
+        assert_eq!(
+            one::<String>("SELECT status FROM webhook_outbox.deliveries WHERE event_id = 'd2'"),
+            "dead"
+        );
         let logged = one::<bool>(
             "SELECT replayed_by = session_user AND requeued = 2
                     AND filters = '{\"endpoint_id\": null, \"event_type\": \"x\", \"since\": null, \"until\": null,
@@ -105,9 +133,18 @@ mod tests {
     #[pg_test]
     fn requeue_dead_goes_through_replay() {
         let (a, _) = setup();
-        assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(dry_run => true)"), 3);
-        assert_eq!(one::<i64>(&format!("SELECT webhook_outbox.requeue_dead(1, {a})")), 1);
-        assert_eq!(one::<String>("SELECT status FROM webhook_outbox.deliveries WHERE event_id = 'd1'"), "pending");
+        assert_eq!(
+            one::<i64>("SELECT webhook_outbox.requeue_dead(dry_run => true)"),
+            3
+        );
+        assert_eq!(
+            one::<i64>(&format!("SELECT webhook_outbox.requeue_dead(1, {a})")),
+            1
+        );
+        assert_eq!(
+            one::<String>("SELECT status FROM webhook_outbox.deliveries WHERE event_id = 'd1'"),
+            "pending"
+        );
         assert_eq!(
             one::<String>("SELECT filters->>'endpoint_id' || '/' || (filters->>'max_rows') FROM webhook_outbox.replay_log"),
             format!("{a}/1")
@@ -124,7 +161,9 @@ mod tests {
         Spi::run("SELECT webhook_outbox.replay_dead_letters(max_rows => 0)").unwrap();
     }
 
-    #[pg_test(error = "since (2026-01-02 00:00:00+00) must be earlier than until (2026-01-01 00:00:00+00)")]
+    #[pg_test(
+        error = "since (2026-01-02 00:00:00+00) must be earlier than until (2026-01-01 00:00:00+00)"
+    )]
     fn replay_refuses_an_empty_window() {
         Spi::run("SET LOCAL timezone = 'UTC'").unwrap();
         Spi::run("SELECT webhook_outbox.replay_dead_letters(since => '2026-01-02', until => '2026-01-01')").unwrap();
@@ -153,11 +192,23 @@ mod tests {
         ))
         .unwrap();
         let counts = "SELECT string_agg(status || '=' || deleted, ',') FROM webhook_outbox.cleanup";
-        assert_eq!(one::<String>(&format!("{counts}(dry_run => true)")), "sent=25000,shadow=0,dead=3");
+        assert_eq!(
+            one::<String>(&format!("{counts}(dry_run => true)")),
+            "sent=25000,shadow=0,dead=3"
+        );
         // 25,000 sent rows take three statements of at most 10,000.
-        assert_eq!(one::<String>(&format!("{counts}()")), "sent=25000,shadow=0,dead=3");
-        assert_eq!(one::<String>("SELECT string_agg(event_id, ',') FROM webhook_outbox.deliveries"), "recent");
-        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"), 1);
+        assert_eq!(
+            one::<String>(&format!("{counts}()")),
+            "sent=25000,shadow=0,dead=3"
+        );
+        assert_eq!(
+            one::<String>("SELECT string_agg(event_id, ',') FROM webhook_outbox.deliveries"),
+            "recent"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"),
+            1
+        );
     }
 
     #[pg_test]
@@ -176,8 +227,14 @@ mod tests {
         ))
         .unwrap();
         let (first, last) = (first.unwrap(), last.unwrap());
-        assert_eq!(first, one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e1'"));
-        assert_eq!(last, one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e29'"));
+        assert_eq!(
+            first,
+            one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e1'")
+        );
+        assert_eq!(
+            last,
+            one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e29'")
+        );
         // Ids may have gaps (tests share the sequence): expect per window what is old in it.
         let windows: Vec<i64> = (first..=last).step_by(10).collect();
         let expected: Vec<i64> = windows
@@ -190,15 +247,29 @@ mod tests {
             .collect();
         let deleted: Vec<i64> = windows
             .iter()
-            .map(|from| one::<i64>(&format!("SELECT webhook_outbox._cleanup_batch('sent', {cutoff}, {from}, 10)")))
+            .map(|from| {
+                one::<i64>(&format!(
+                    "SELECT webhook_outbox._cleanup_batch('sent', {cutoff}, {from}, 10)"
+                ))
+            })
             .collect();
         assert_eq!(deleted, expected);
         assert_eq!(deleted.iter().sum::<i64>(), 20);
-        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM webhook_outbox.deliveries WHERE sent_at < {cutoff}")), 0);
-        assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries"), 10);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webhook_outbox.deliveries WHERE sent_at < {cutoff}"
+            )),
+            0
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries"),
+            10
+        );
         // Nothing left: no range.
-        assert!(Spi::get_one::<i64>(&format!("SELECT first_id FROM webhook_outbox._cleanup_range('sent', {cutoff})"))
-            .unwrap()
-            .is_none());
+        assert!(Spi::get_one::<i64>(&format!(
+            "SELECT first_id FROM webhook_outbox._cleanup_range('sent', {cutoff})"
+        ))
+        .unwrap()
+        .is_none());
     }
 }

@@ -12,10 +12,18 @@ use std::time::Duration;
 #[search_path(webhook_outbox, pg_catalog, pg_temp)]
 fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
     if max_rows < 1 {
-        return Err(invalid(format!("max_rows must be at least 1, got {max_rows}"), ""));
+        return Err(invalid(
+            format!("max_rows must be at least 1, got {max_rows}"),
+            "",
+        ));
     }
     let waker = Waker::new().map_err(|e| invalid(format!("eventfd: {e}"), ""))?;
-    let mut engine = Engine::new(waker.clone()).map_err(|e| invalid(e, "Check webhook_outbox.allowed_cidrs and webhook_outbox.ca_file."))?;
+    let mut engine = Engine::new(waker.clone()).map_err(|e| {
+        invalid(
+            e,
+            "Check webhook_outbox.allowed_cidrs and webhook_outbox.ca_file.",
+        )
+    })?;
     Spi::connect_mut(|client| {
         engine.claim(client, max_rows as usize).map_err(spi_error)?;
         // Everything runs inside this transaction: wait for the requests, then settle.
@@ -35,7 +43,11 @@ fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
 }
 
 fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
 }
 

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use std::{fmt, fs};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER, USER_AGENT,
+};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -218,7 +220,9 @@ impl Client {
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("tls: {e}"))?
-            .with_root_certificates(root_certs(cfg.ca_file.as_deref().filter(|p| !p.is_empty()))?)
+            .with_root_certificates(root_certs(
+                cfg.ca_file.as_deref().filter(|p| !p.is_empty()),
+            )?)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Client {
@@ -239,14 +243,16 @@ impl Client {
         let started = Instant::now();
         let mut outcome = match validate_url(&req.url, self.allow_http) {
             Err(e) => failure(e.to_string(), true),
-            Ok(target) => match tokio::time::timeout(self.timeout, self.exchange(&target, req)).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(e)) => {
-                    let (message, permanent) = self.explain(e);
-                    failure(message, permanent)
+            Ok(target) => {
+                match tokio::time::timeout(self.timeout, self.exchange(&target, req)).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(e)) => {
+                        let (message, permanent) = self.explain(e);
+                        failure(message, permanent)
+                    }
+                    Err(_) => failure(self.timed_out(), false),
                 }
-                Err(_) => failure(self.timed_out(), false),
-            },
+            }
         };
         outcome.duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         outcome
@@ -273,7 +279,10 @@ impl Client {
             },
             None => {
                 let mut sender = self.connect(target).await?;
-                sender.send_request(self.build(target, req)?).await.map(|r| (r, sender))
+                sender
+                    .send_request(self.build(target, req)?)
+                    .await
+                    .map(|r| (r, sender))
             }
         };
         let (response, sender) = response.map_err(SendError::Http)?;
@@ -286,11 +295,15 @@ impl Client {
         };
         let redirect = status.is_redirection().then(|| {
             let location = header_text(LOCATION).unwrap_or_else(|| "nowhere".to_owned());
-            format!("redirect not followed (status {} to {location})", status.as_u16())
+            format!(
+                "redirect not followed (status {} to {location})",
+                status.as_u16()
+            )
         });
         let retry_after = match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                header_text(RETRY_AFTER).and_then(|v: String| parse_retry_after(&v, SystemTime::now()))
+                header_text(RETRY_AFTER)
+                    .and_then(|v: String| parse_retry_after(&v, SystemTime::now()))
             }
             _ => None,
         };
@@ -317,11 +330,23 @@ impl Client {
     }
 
     /// The signed request, in origin form with the Host header as written.
-    fn build(&self, target: &TargetUrl, req: &Request) -> Result<http::Request<Full<Bytes>>, SendError> {
+    fn build(
+        &self,
+        target: &TargetUrl,
+        req: &Request,
+    ) -> Result<http::Request<Full<Bytes>>, SendError> {
         let body = Bytes::from(req.body.clone());
         let signature = sign(&req.signing_key, &req.webhook_id, req.timestamp, &body);
-        let authority = target.uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let path = target.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let authority = target
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or_default();
+        let path = target
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         let invalid = |e: http::Error| SendError::InvalidRequest(e.to_string());
         let mut builder = http::Request::builder()
             .method(Method::POST)
@@ -368,17 +393,18 @@ impl Client {
     async fn connect(&self, target: &TargetUrl) -> Result<Sender, SendError> {
         let mut last = SendError::Dns("host not found".to_owned());
         for addr in self.resolve(&target.host, target.port).await? {
-            let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => {
-                    last = SendError::ConnectTimeout;
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    last = SendError::Io(e);
-                    continue;
-                }
-                Ok(Ok(tcp)) => tcp,
-            };
+            let tcp =
+                match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                    Err(_) => {
+                        last = SendError::ConnectTimeout;
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        last = SendError::Io(e);
+                        continue;
+                    }
+                    Ok(Ok(tcp)) => tcp,
+                };
             // Requests are written whole; Nagle would only delay them.
             let _ = tcp.set_nodelay(true);
             return if target.scheme_https {
@@ -463,7 +489,9 @@ impl Client {
                     None if e.is_incomplete_message() || e.is_canceled() || e.is_closed() => {
                         "connection closed before a complete response".to_owned()
                     }
-                    None if e.is_parse() || e.is_parse_status() => format!("invalid HTTP response: {e}"),
+                    None if e.is_parse() || e.is_parse_status() => {
+                        format!("invalid HTTP response: {e}")
+                    }
                     None if e.is_timeout() => self.timed_out(),
                     None => format!("network error: {e}"),
                 }
@@ -476,7 +504,9 @@ impl Client {
         match e.kind() {
             io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
             io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
-            io::ErrorKind::UnexpectedEof => "connection closed before a complete response".to_owned(),
+            io::ErrorKind::UnexpectedEof => {
+                "connection closed before a complete response".to_owned()
+            }
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => self.timed_out(),
             _ => format!("network error: {e}"),
         }
@@ -516,9 +546,9 @@ fn root_certs(ca_file: Option<&str>) -> Result<rustls::RootCertStore, String> {
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert
                 .map_err(|e| format!("webhook_outbox.ca_file: \"{path}\" is not valid PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("webhook_outbox.ca_file: \"{path}\" holds an invalid certificate: {e}"))?;
+            roots.add(cert).map_err(|e| {
+                format!("webhook_outbox.ca_file: \"{path}\" holds an invalid certificate: {e}")
+            })?;
             found += 1;
         }
         if found == 0 {
@@ -532,7 +562,9 @@ fn root_certs(ca_file: Option<&str>) -> Result<rustls::RootCertStore, String> {
 
 /// Reads at most [`RESPONSE_BODY_CAP`] bytes, keeping the first
 /// [`RESPONSE_PREFIX_BYTES`]; says whether the body was read to its end.
-async fn read_prefix(mut body: hyper::body::Incoming) -> Result<(Option<String>, bool), hyper::Error> {
+async fn read_prefix(
+    mut body: hyper::body::Incoming,
+) -> Result<(Option<String>, bool), hyper::Error> {
     let mut prefix = Vec::new();
     let mut read = 0;
     let complete = loop {
@@ -543,7 +575,9 @@ async fn read_prefix(mut body: hyper::body::Incoming) -> Result<(Option<String>,
             break true;
         };
         if let Ok(data) = frame?.into_data() {
-            let keep = RESPONSE_PREFIX_BYTES.saturating_sub(prefix.len()).min(data.len());
+            let keep = RESPONSE_PREFIX_BYTES
+                .saturating_sub(prefix.len())
+                .min(data.len());
             prefix.extend_from_slice(&data[..keep]);
             read += data.len();
         }
@@ -616,7 +650,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
-
 
 /// Tests send from plain threads: each keeps one runtime, which also drives
 /// the connections its client pooled.
@@ -896,7 +929,9 @@ mod tests {
             ..config("127.0.0.0/8")
         };
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
-        let outcome = Client::new(&cfg).expect("client").send_blocking(&request(url));
+        let outcome = Client::new(&cfg)
+            .expect("client")
+            .send_blocking(&request(url));
         assert_eq!(outcome.status, None);
         assert_eq!(
             outcome.error.as_deref(),
@@ -915,7 +950,8 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        let outcome = loopback_client().send_blocking(&request(format!("http://127.0.0.1:{port}/")));
+        let outcome =
+            loopback_client().send_blocking(&request(format!("http://127.0.0.1:{port}/")));
         assert_eq!(outcome.status, None);
         assert_eq!(outcome.error.as_deref(), Some("connection refused"));
         assert!(!outcome.permanent);
@@ -1010,7 +1046,9 @@ mod tests {
             allow_http: false,
             ..config("127.0.0.0/8")
         };
-        let outcome = Client::new(&cfg).expect("client").send_blocking(&request(url));
+        let outcome = Client::new(&cfg)
+            .expect("client")
+            .send_blocking(&request(url));
         assert_eq!(
             outcome.error.as_deref(),
             Some("http URLs are refused while webhook_outbox.allow_http is off; use https")

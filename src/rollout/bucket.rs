@@ -51,7 +51,11 @@ pub struct Decision {
 pub fn bucket(subject: &str, salt: Option<&str>) -> u8 {
     let digest = match salt {
         None => Md5::digest(subject),
-        Some(salt) => Md5::new().chain_update(salt).chain_update(":").chain_update(subject).finalize(),
+        Some(salt) => Md5::new()
+            .chain_update(salt)
+            .chain_update(":")
+            .chain_update(subject)
+            .finalize(),
     };
     // 8 hex digits are the first 4 bytes, most significant first.
     let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
@@ -62,7 +66,11 @@ pub fn bucket(subject: &str, salt: Option<&str>) -> u8 {
 /// in the order: unknown, disabled, denylist, allowlist, percentage.
 /// A NULL subject has no bucket and is on no list: only 100% lets it through.
 pub fn decide(flag: Option<&Flag>, subject: Option<&str>) -> Decision {
-    let verdict = |emit, reason| Decision { emit, reason, bucket: None };
+    let verdict = |emit, reason| Decision {
+        emit,
+        reason,
+        bucket: None,
+    };
     let Some(flag) = flag else {
         return verdict(false, Reason::UnknownFlag);
     };
@@ -78,7 +86,11 @@ pub fn decide(flag: Option<&Flag>, subject: Option<&str>) -> Decision {
     let bucket = subject.map(|s| bucket(s, flag.salt.as_deref()));
     // Buckets are 0..=99, so 0% admits nobody and 100% everybody.
     let emit = flag.percentage >= 100 || bucket.is_some_and(|b| b < flag.percentage);
-    Decision { emit, reason: Reason::Percentage, bucket }
+    Decision {
+        emit,
+        reason: Reason::Percentage,
+        bucket,
+    }
 }
 
 /// The rollout phase shown by `v_rollout_status` (the seeds' `_get_phase_name`,
@@ -101,7 +113,11 @@ mod tests {
     use super::*;
 
     fn flag(percentage: u8) -> Flag {
-        Flag { enabled: true, percentage, ..Flag::default() }
+        Flag {
+            enabled: true,
+            percentage,
+            ..Flag::default()
+        }
     }
 
     fn subjects(n: usize) -> impl Iterator<Item = String> {
@@ -129,23 +145,43 @@ mod tests {
             (Some("emails"), "550e8400-e29b-41d4-a716-446655440000", 88),
         ];
         for &(salt, subject, expected) in table {
-            assert_eq!(bucket(subject, salt), expected, "bucket({subject:?}, salt {salt:?})");
+            assert_eq!(
+                bucket(subject, salt),
+                expected,
+                "bucket({subject:?}, salt {salt:?})"
+            );
         }
     }
 
     #[test]
     fn ten_percent_admits_about_ten_percent() {
         let f = flag(10);
-        let admitted = subjects(10_000).filter(|s| decide(Some(&f), Some(s)).emit).count();
-        assert!((850..=1150).contains(&admitted), "{admitted} of 10000 admitted at 10%");
+        let admitted = subjects(10_000)
+            .filter(|s| decide(Some(&f), Some(s)).emit)
+            .count();
+        assert!(
+            (850..=1150).contains(&admitted),
+            "{admitted} of 10000 admitted at 10%"
+        );
     }
 
     #[test]
     fn salts_spread_buckets_and_pick_different_cohorts() {
-        let salted = Flag { salt: Some("checkout-v2".into()), ..flag(10) };
-        let admitted: HashSet<String> = subjects(10_000).filter(|s| decide(Some(&salted), Some(s)).emit).collect();
-        assert!((850..=1150).contains(&admitted.len()), "{} of 10000 admitted at 10% with a salt", admitted.len());
-        let unsalted: HashSet<String> = subjects(10_000).filter(|s| decide(Some(&flag(10)), Some(s)).emit).collect();
+        let salted = Flag {
+            salt: Some("checkout-v2".into()),
+            ..flag(10)
+        };
+        let admitted: HashSet<String> = subjects(10_000)
+            .filter(|s| decide(Some(&salted), Some(s)).emit)
+            .collect();
+        assert!(
+            (850..=1150).contains(&admitted.len()),
+            "{} of 10000 admitted at 10% with a salt",
+            admitted.len()
+        );
+        let unsalted: HashSet<String> = subjects(10_000)
+            .filter(|s| decide(Some(&flag(10)), Some(s)).emit)
+            .collect();
         // Independent cohorts overlap by about 10% of 10%: nowhere near all.
         assert!(admitted.intersection(&unsalted).count() < 300);
     }
@@ -155,7 +191,10 @@ mod tests {
         let f = flag(37);
         for s in subjects(1_000) {
             let first = decide(Some(&f), Some(&s));
-            assert!((0..100).all(|_| decide(Some(&f), Some(&s)) == first), "{s} changed its answer");
+            assert!(
+                (0..100).all(|_| decide(Some(&f), Some(&s)) == first),
+                "{s} changed its answer"
+            );
         }
     }
 
@@ -165,8 +204,14 @@ mod tests {
         let mut previous: HashSet<&String> = HashSet::new();
         for pct in 0..=100 {
             let f = flag(pct);
-            let admitted: HashSet<&String> = all.iter().filter(|s| decide(Some(&f), Some(s)).emit).collect();
-            assert!(admitted.is_superset(&previous), "raising to {pct}% dropped subjects");
+            let admitted: HashSet<&String> = all
+                .iter()
+                .filter(|s| decide(Some(&f), Some(s)).emit)
+                .collect();
+            assert!(
+                admitted.is_superset(&previous),
+                "raising to {pct}% dropped subjects"
+            );
             previous = admitted;
         }
         assert_eq!(previous.len(), all.len(), "100% admits everybody");
@@ -186,19 +231,47 @@ mod tests {
             (d.emit, d.reason)
         };
         assert_eq!(check(None, Some("vip")), (false, Reason::UnknownFlag));
-        let off = Flag { enabled: false, ..f.clone() };
-        assert_eq!(check(Some(&off), Some("vip")), (false, Reason::Disabled), "disabled beats the allowlist");
-        assert_eq!(check(Some(&f), Some("banned")), (false, Reason::Denylist), "denylist beats 100%");
-        assert_eq!(check(Some(&f), Some("both")), (false, Reason::Denylist), "denylist beats the allowlist");
-        let zero = Flag { percentage: 0, ..f.clone() };
-        assert_eq!(check(Some(&zero), Some("vip")), (true, Reason::Allowlist), "allowlist beats 0%");
-        assert_eq!(check(Some(&zero), Some("anyone")), (false, Reason::Percentage));
+        let off = Flag {
+            enabled: false,
+            ..f.clone()
+        };
+        assert_eq!(
+            check(Some(&off), Some("vip")),
+            (false, Reason::Disabled),
+            "disabled beats the allowlist"
+        );
+        assert_eq!(
+            check(Some(&f), Some("banned")),
+            (false, Reason::Denylist),
+            "denylist beats 100%"
+        );
+        assert_eq!(
+            check(Some(&f), Some("both")),
+            (false, Reason::Denylist),
+            "denylist beats the allowlist"
+        );
+        let zero = Flag {
+            percentage: 0,
+            ..f.clone()
+        };
+        assert_eq!(
+            check(Some(&zero), Some("vip")),
+            (true, Reason::Allowlist),
+            "allowlist beats 0%"
+        );
+        assert_eq!(
+            check(Some(&zero), Some("anyone")),
+            (false, Reason::Percentage)
+        );
         assert_eq!(check(Some(&f), Some("anyone")), (true, Reason::Percentage));
     }
 
     #[test]
     fn the_bucket_is_reported_only_for_percentage_decisions() {
-        let f = Flag { allowlist: ["vip".to_owned()].into(), ..flag(50) };
+        let f = Flag {
+            allowlist: ["vip".to_owned()].into(),
+            ..flag(50)
+        };
         assert_eq!(decide(Some(&f), Some("user-42")).bucket, Some(87));
         assert_eq!(decide(Some(&f), Some("vip")).bucket, None);
         assert_eq!(decide(None, Some("user-42")).bucket, None);
@@ -208,7 +281,11 @@ mod tests {
     fn a_null_subject_passes_only_at_full_rollout() {
         for (pct, emit) in [(0, false), (1, false), (99, false), (100, true)] {
             let d = decide(Some(&flag(pct)), None);
-            assert_eq!((d.emit, d.reason, d.bucket), (emit, Reason::Percentage, None), "at {pct}%");
+            assert_eq!(
+                (d.emit, d.reason, d.bucket),
+                (emit, Reason::Percentage, None),
+                "at {pct}%"
+            );
         }
     }
 

@@ -11,7 +11,9 @@
 use super::bucket::{decide, Decision, Flag};
 use crate::api::error;
 use crate::worker::shmem;
-use pgrx::callbacks::{register_subxact_callback, register_xact_callback, PgSubXactCallbackEvent, PgXactCallbackEvent};
+use pgrx::callbacks::{
+    register_subxact_callback, register_xact_callback, PgSubXactCallbackEvent, PgXactCallbackEvent,
+};
 use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
 use pgrx::{pg_shmem_init, PgAtomic, PgSqlErrorCode};
@@ -19,7 +21,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-static GENERATION: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"webhook_outbox_rollout_generation") };
+static GENERATION: PgAtomic<AtomicU64> =
+    unsafe { PgAtomic::new(c"webhook_outbox_rollout_generation") };
 
 /// Called from `_PG_init` with `worker::shmem::init()`, which makes
 /// `shmem::available()` true.
@@ -74,7 +77,10 @@ pub fn decision(flag_key: Option<&str>, subject: Option<&str>) -> Decision {
             cache.flags.clear();
             cache.valid_for = validity;
         }
-        cache.flags.get(key).map(|flag| decide(flag.as_ref(), subject))
+        cache
+            .flags
+            .get(key)
+            .map(|flag| decide(flag.as_ref(), subject))
     });
     cached.unwrap_or_else(|| {
         // Outside the borrow: the query may raise an ERROR.
@@ -148,7 +154,9 @@ fn load(key: &str) -> Option<Flag> {
                 1,
             );
             if status != pg_sys::SPI_OK_SELECT as i32 {
-                pgrx::error!("webhook_outbox: reading feature flag {key:?} failed: SPI status {status}");
+                pgrx::error!(
+                    "webhook_outbox: reading feature flag {key:?} failed: SPI status {status}"
+                );
             }
             if pg_sys::SPI_processed == 0 {
                 return None;
@@ -156,7 +164,9 @@ fn load(key: &str) -> Option<Flag> {
             let table = &*pg_sys::SPI_tuptable;
             SpiHeapTupleData::new(table.tupdesc, *table.vals)
                 .and_then(|row| row.map(|row| to_flag(&row)).transpose())
-                .unwrap_or_else(|e| pgrx::error!("webhook_outbox: reading feature flag {key:?}: {e}"))
+                .unwrap_or_else(|e| {
+                    pgrx::error!("webhook_outbox: reading feature flag {key:?}: {e}")
+                })
         }
     })
 }
@@ -166,8 +176,16 @@ fn to_flag(row: &SpiHeapTupleData) -> Result<Flag, pgrx::spi::SpiError> {
     Ok(Flag {
         enabled: row.get::<bool>(1)?.unwrap_or(false),
         percentage: row.get::<i32>(2)?.unwrap_or(0).clamp(0, 100) as u8,
-        allowlist: row.get::<Vec<String>>(3)?.unwrap_or_default().into_iter().collect(),
-        denylist: row.get::<Vec<String>>(4)?.unwrap_or_default().into_iter().collect(),
+        allowlist: row
+            .get::<Vec<String>>(3)?
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        denylist: row
+            .get::<Vec<String>>(4)?
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         salt: row.get::<String>(5)?,
     })
 }
@@ -179,9 +197,10 @@ fn load_plan() -> pg_sys::SPIPlanPtr {
         // the one parameter.
         let plan = unsafe { pg_sys::SPI_prepare(LOAD_FLAG.as_ptr(), 1, arg_types.as_mut_ptr()) };
         if plan.is_null() {
-            pgrx::error!("webhook_outbox: preparing the feature flag query failed: SPI status {}", unsafe {
-                pg_sys::SPI_result
-            });
+            pgrx::error!(
+                "webhook_outbox: preparing the feature flag query failed: SPI status {}",
+                unsafe { pg_sys::SPI_result }
+            );
         }
         // SAFETY: a valid plan; keeping moves it out of SPI's memory context.
         unsafe { pg_sys::SPI_keepplan(plan) };

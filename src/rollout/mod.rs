@@ -13,7 +13,13 @@ use pgrx::prelude::*;
 extension_sql_file!(
     "../../sql/rollout.sql",
     name = "rollout",
-    requires = ["schema", should_emit_event, rollout_decision, _rollout_phase, _rollout_changed],
+    requires = [
+        "schema",
+        should_emit_event,
+        rollout_decision,
+        _rollout_phase,
+        _rollout_changed
+    ],
 );
 
 // SECURITY DEFINER so that a role with only EXECUTE can read the flags, but no
@@ -33,9 +39,20 @@ fn should_emit_event(flag_key: Option<&str>, subject_id: Option<&str>) -> bool {
 fn rollout_decision(
     flag_key: Option<&str>,
     subject_id: Option<&str>,
-) -> TableIterator<'static, (name!(emit, bool), name!(reason, String), name!(bucket, Option<i32>))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(emit, bool),
+        name!(reason, String),
+        name!(bucket, Option<i32>),
+    ),
+> {
     let d = cache::decision(flag_key, subject_id);
-    TableIterator::once((d.emit, d.reason.as_str().to_owned(), d.bucket.map(i32::from)))
+    TableIterator::once((
+        d.emit,
+        d.reason.as_str().to_owned(),
+        d.bucket.map(i32::from),
+    ))
 }
 
 /// Computes `feature_flags.phase` (a stored generated column, so that roles

@@ -15,9 +15,12 @@ fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
 }
 
 fn should_emit(flag: &str, subject: &str) -> bool {
-    Spi::get_one_with_args("SELECT webhook_outbox.should_emit_event($1, $2)", &[flag.into(), subject.into()])
-        .expect("should_emit_event")
-        .expect("never NULL")
+    Spi::get_one_with_args(
+        "SELECT webhook_outbox.should_emit_event($1, $2)",
+        &[flag.into(), subject.into()],
+    )
+    .expect("should_emit_event")
+    .expect("never NULL")
 }
 
 /// (emit, reason, bucket) from rollout_decision.
@@ -34,10 +37,14 @@ fn decision(flag: &str, subject: Option<&str>) -> (bool, String, Option<i32>) {
 /// "SQLSTATE: message" of the error `statement` raises, caught in a
 /// subtransaction so the test can go on.
 fn error_of(statement: &str) -> String {
-    run("CREATE OR REPLACE FUNCTION pg_temp.error_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+    run(
+        "CREATE OR REPLACE FUNCTION pg_temp.error_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
          BEGIN EXECUTE stmt; RETURN 'no error';
-         EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$");
-    Spi::get_one_with_args("SELECT pg_temp.error_of($1)", &[statement.into()]).expect("error_of").expect("never NULL")
+         EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$",
+    );
+    Spi::get_one_with_args("SELECT pg_temp.error_of($1)", &[statement.into()])
+        .expect("error_of")
+        .expect("never NULL")
 }
 
 #[pg_test(schema = "tests")]
@@ -47,23 +54,43 @@ fn rollout_precedence_disabled_denylist_allowlist() {
     run("SELECT webhook_outbox.allowlist_add('p', 'vip')");
     run("SELECT webhook_outbox.allowlist_add('p', 'both'), webhook_outbox.denylist_add('p', 'both')");
     assert!(!decision("p", Some("banned")).0, "denylist beats 100%");
-    assert_eq!(decision("p", Some("both")).1, "denylist", "denylist beats the allowlist");
-    assert_eq!(decision("p", Some("anyone")), (true, "percentage".into(), Some(93)), "bucket of 'anyone'");
+    assert_eq!(
+        decision("p", Some("both")).1,
+        "denylist",
+        "denylist beats the allowlist"
+    );
+    assert_eq!(
+        decision("p", Some("anyone")),
+        (true, "percentage".into(), Some(93)),
+        "bucket of 'anyone'"
+    );
 
     run("SELECT webhook_outbox.set_rollout('p', 0)");
-    assert_eq!(decision("p", Some("vip")), (true, "allowlist".into(), None), "allowlist beats 0%");
+    assert_eq!(
+        decision("p", Some("vip")),
+        (true, "allowlist".into(), None),
+        "allowlist beats 0%"
+    );
     assert!(!decision("p", Some("anyone")).0);
 
     run("SELECT webhook_outbox.disable_flag('p')");
-    assert_eq!(decision("p", Some("vip")), (false, "disabled".into(), None), "disabled beats the allowlist");
-    assert_eq!(decision("nope", Some("vip")), (false, "unknown_flag".into(), None));
+    assert_eq!(
+        decision("p", Some("vip")),
+        (false, "disabled".into(), None),
+        "disabled beats the allowlist"
+    );
+    assert_eq!(
+        decision("nope", Some("vip")),
+        (false, "unknown_flag".into(), None)
+    );
     assert!(!one::<bool>("SELECT webhook_outbox.should_emit_event(NULL, 'vip')").expect("bool"));
 }
 
 #[pg_test(schema = "tests")]
 fn rollout_percentage_zero_and_hundred() {
     run("SELECT webhook_outbox.set_rollout('z', 0)");
-    let admitted = "SELECT count(*) FILTER (WHERE webhook_outbox.should_emit_event('z', 'user-' || i))
+    let admitted =
+        "SELECT count(*) FILTER (WHERE webhook_outbox.should_emit_event('z', 'user-' || i))
                     FROM generate_series(1, 500) i";
     assert_eq!(one::<i64>(admitted), Some(0));
     run("SELECT webhook_outbox.set_rollout('z', 100)");
@@ -95,7 +122,11 @@ fn rollout_bucket_equals_the_seeds_sql_expression() {
 fn rollout_changes_are_audited() {
     run("SELECT webhook_outbox.set_rollout('a', 2, description => 'canary')");
     run("SELECT webhook_outbox.allowlist_add('a', 'u1')");
-    assert_eq!(one::<bool>("SELECT webhook_outbox.allowlist_add('a', 'u1')"), Some(false), "already there");
+    assert_eq!(
+        one::<bool>("SELECT webhook_outbox.allowlist_add('a', 'u1')"),
+        Some(false),
+        "already there"
+    );
     run("SELECT webhook_outbox.disable_flag('a')");
     run("UPDATE webhook_outbox.feature_flags SET percentage = 10 WHERE flag_key = 'a'");
     run("DELETE FROM webhook_outbox.feature_flags WHERE flag_key = 'a'");
@@ -132,9 +163,19 @@ fn rollout_changes_are_audited() {
 
 #[pg_test(schema = "tests")]
 fn rollout_status_view_shows_phases_and_counts() {
-    for (key, pct) in [("f0", 0), ("f2", 2), ("f10", 10), ("f50", 50), ("f100", 100), ("f70", 70)] {
-        Spi::run_with_args("SELECT webhook_outbox.set_rollout($1, $2)", &[key.into(), pct.into()])
-            .expect("set_rollout");
+    for (key, pct) in [
+        ("f0", 0),
+        ("f2", 2),
+        ("f10", 10),
+        ("f50", 50),
+        ("f100", 100),
+        ("f70", 70),
+    ] {
+        Spi::run_with_args(
+            "SELECT webhook_outbox.set_rollout($1, $2)",
+            &[key.into(), pct.into()],
+        )
+        .expect("set_rollout");
     }
     run("SELECT webhook_outbox.set_rollout('off', 50, enabled => false)");
     run("SELECT webhook_outbox.allowlist_add('f2', 'a'), webhook_outbox.allowlist_add('f2', 'b'), webhook_outbox.denylist_add('f2', 'c')");
@@ -157,26 +198,74 @@ fn rollout_status_view_shows_phases_and_counts() {
 fn rollout_bad_input_is_a_clear_error() {
     run("SELECT webhook_outbox.set_rollout('known', 10, salt => 'one')");
     let cases = [
-        ("SELECT webhook_outbox.set_rollout('k', -1)", "22023: percentage must be between 0 and 100, got -1"),
-        ("SELECT webhook_outbox.set_rollout('k', 101)", "22023: percentage must be between 0 and 100, got 101"),
-        ("SELECT webhook_outbox.set_rollout('k', NULL)", "22004: percentage must not be NULL"),
-        ("SELECT webhook_outbox.set_rollout('k', 5, NULL)", "22004: enabled must not be NULL"),
-        ("SELECT webhook_outbox.set_rollout(NULL, 5)", "22004: flag_key must not be NULL"),
-        ("SELECT webhook_outbox.set_rollout('  ', 5)", "22023: flag_key must not be empty"),
-        ("SELECT webhook_outbox.set_rollout('k', 5, salt => '')", "22023: salt must not be empty"),
+        (
+            "SELECT webhook_outbox.set_rollout('k', -1)",
+            "22023: percentage must be between 0 and 100, got -1",
+        ),
+        (
+            "SELECT webhook_outbox.set_rollout('k', 101)",
+            "22023: percentage must be between 0 and 100, got 101",
+        ),
+        (
+            "SELECT webhook_outbox.set_rollout('k', NULL)",
+            "22004: percentage must not be NULL",
+        ),
+        (
+            "SELECT webhook_outbox.set_rollout('k', 5, NULL)",
+            "22004: enabled must not be NULL",
+        ),
+        (
+            "SELECT webhook_outbox.set_rollout(NULL, 5)",
+            "22004: flag_key must not be NULL",
+        ),
+        (
+            "SELECT webhook_outbox.set_rollout('  ', 5)",
+            "22023: flag_key must not be empty",
+        ),
+        (
+            "SELECT webhook_outbox.set_rollout('k', 5, salt => '')",
+            "22023: salt must not be empty",
+        ),
         (
             "SELECT webhook_outbox.set_rollout('known', 5, salt => 'two')",
             "55000: the salt of feature flag \"known\" cannot change",
         ),
-        ("SELECT webhook_outbox.allowlist_add('missing', 'u')", "42704: feature flag \"missing\" does not exist"),
-        ("SELECT webhook_outbox.allowlist_remove('missing', 'u')", "42704: feature flag \"missing\" does not exist"),
-        ("SELECT webhook_outbox.denylist_add('missing', 'u')", "42704: feature flag \"missing\" does not exist"),
-        ("SELECT webhook_outbox.denylist_remove('missing', 'u')", "42704: feature flag \"missing\" does not exist"),
-        ("SELECT webhook_outbox.disable_flag('missing')", "42704: feature flag \"missing\" does not exist"),
-        ("SELECT webhook_outbox.disable_flag('')", "22023: flag_key must not be empty"),
-        ("SELECT webhook_outbox.allowlist_add(NULL, 'u')", "22004: flag_key must not be NULL"),
-        ("SELECT webhook_outbox.allowlist_add('known', NULL)", "22004: subject_id must not be NULL"),
-        ("SELECT webhook_outbox.denylist_add('known', '')", "22023: subject_id must not be empty"),
+        (
+            "SELECT webhook_outbox.allowlist_add('missing', 'u')",
+            "42704: feature flag \"missing\" does not exist",
+        ),
+        (
+            "SELECT webhook_outbox.allowlist_remove('missing', 'u')",
+            "42704: feature flag \"missing\" does not exist",
+        ),
+        (
+            "SELECT webhook_outbox.denylist_add('missing', 'u')",
+            "42704: feature flag \"missing\" does not exist",
+        ),
+        (
+            "SELECT webhook_outbox.denylist_remove('missing', 'u')",
+            "42704: feature flag \"missing\" does not exist",
+        ),
+        (
+            "SELECT webhook_outbox.disable_flag('missing')",
+            "42704: feature flag \"missing\" does not exist",
+        ),
+        (
+            "SELECT webhook_outbox.disable_flag('')",
+            "22023: flag_key must not be empty",
+        ),
+        (
+            "SELECT webhook_outbox.allowlist_add(NULL, 'u')",
+            "22004: flag_key must not be NULL",
+        ),
+        (
+            "SELECT webhook_outbox.allowlist_add('known', NULL)",
+            "22004: subject_id must not be NULL",
+        ),
+        (
+            "SELECT webhook_outbox.denylist_add('known', '')",
+            "22023: subject_id must not be empty",
+        ),
     ];
     for (statement, expected) in cases {
         assert_eq!(error_of(statement), expected, "{statement}");
@@ -194,7 +283,8 @@ fn rollout_changes_are_seen_at_once_by_the_session_that_made_them() {
 
     // An EXCEPTION block rolls back a change this session had already seen.
     run("SELECT webhook_outbox.set_rollout('t', 100)");
-    run("CREATE FUNCTION pg_temp.undone() RETURNS boolean LANGUAGE plpgsql AS $$
+    run(
+        "CREATE FUNCTION pg_temp.undone() RETURNS boolean LANGUAGE plpgsql AS $$
          DECLARE seen boolean;
          BEGIN
              BEGIN
@@ -204,15 +294,25 @@ fn rollout_changes_are_seen_at_once_by_the_session_that_made_them() {
              EXCEPTION WHEN raise_exception THEN
                  RETURN seen;
              END;
-         END $$");
-    assert_eq!(one::<bool>("SELECT pg_temp.undone()"), Some(false), "inside the block the flag is off");
-    assert!(should_emit("t", "u"), "after the rollback of the block it is on again");
+         END $$",
+    );
+    assert_eq!(
+        one::<bool>("SELECT pg_temp.undone()"),
+        Some(false),
+        "inside the block the flag is off"
+    );
+    assert!(
+        should_emit("t", "u"),
+        "after the rollback of the block it is on again"
+    );
 }
 
 #[pg_test(schema = "tests")]
 fn rollout_emit_with_a_flag() {
-    run("SELECT webhook_outbox.create_endpoint('https://a.example.com/hook'),
-                webhook_outbox.create_endpoint('https://b.example.com/hook')");
+    run(
+        "SELECT webhook_outbox.create_endpoint('https://a.example.com/hook'),
+                webhook_outbox.create_endpoint('https://b.example.com/hook')",
+    );
     run("SELECT webhook_outbox.set_rollout('e', 0)");
     run("SELECT webhook_outbox.allowlist_add('e', 'vip')");
     let emit = |subject: &str, flag: &str| -> i32 {
@@ -227,7 +327,11 @@ fn rollout_emit_with_a_flag() {
     assert_eq!(emit("vip", "e"), 2, "allowlisted: one row per endpoint");
     assert_eq!(emit("vip", "unknown"), 0, "unknown flag: not emitted");
     assert_eq!(emit("someone", ""), 2, "no flag: emitted as before");
-    assert_eq!(one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'id-4', 'x')"), Some(2), "4 arguments");
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'id-4', 'x')"),
+        Some(2),
+        "4 arguments"
+    );
     assert_eq!(
         one::<String>(
             "SELECT string_agg(s, ' ' ORDER BY s COLLATE \"C\")

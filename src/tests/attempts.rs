@@ -14,7 +14,10 @@ fn attempts_of(d: i64) -> Vec<String> {
 #[track_caller]
 fn assert_delay(d: i64, expected_s: f64) {
     let delay = delay_s(d);
-    assert!((expected_s * 0.8..=expected_s * 1.2).contains(&delay), "delay {delay}s, expected {expected_s}s ± 20%");
+    assert!(
+        (expected_s * 0.8..=expected_s * 1.2).contains(&delay),
+        "delay {delay}s, expected {expected_s}s ± 20%"
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -30,9 +33,19 @@ fn record_attempt_2xx_is_sent() {
         "sent|1|200|t|"
     );
     assert_eq!(attempts_of(d), vec![format!("1:200:12:")]);
-    assert_eq!(health::<String>(e, "format('%s/%s', successful_deliveries, total_deliveries)"), "1/1");
+    assert_eq!(
+        health::<String>(
+            e,
+            "format('%s/%s', successful_deliveries, total_deliveries)"
+        ),
+        "1/1"
+    );
     for code in [201, 204, 299] {
-        assert_eq!(attempt(enqueue(e), &format!("{code}, 1")), "sent", "HTTP {code}");
+        assert_eq!(
+            attempt(enqueue(e), &format!("{code}, 1")),
+            "sent",
+            "HTTP {code}"
+        );
     }
 }
 
@@ -51,7 +64,10 @@ fn record_attempt_5xx_retries_after_the_first_backoff_step() {
     assert_delay(d, 5.0); // retry_backoff_base
     assert_eq!(attempts_of(d), vec!["1:500:30:HTTP 500".to_owned()]);
     assert_eq!(
-        health::<String>(e, "format('%s|%s|%s', failed_deliveries, consecutive_failures, health_status)"),
+        health::<String>(
+            e,
+            "format('%s|%s|%s', failed_deliveries, consecutive_failures, health_status)"
+        ),
         "1|1|degraded"
     );
     // The error text given is kept as is.
@@ -64,14 +80,27 @@ fn record_attempt_5xx_retries_after_the_first_backoff_step() {
 #[pg_test(schema = "tests")]
 fn record_attempt_retryable_statuses() {
     let e = endpoint("");
-    for result in ["NULL, NULL, 'connection refused'", "408, 5", "429, 5", "502, 5", "599, 5"] {
+    for result in [
+        "NULL, NULL, 'connection refused'",
+        "408, 5",
+        "429, 5",
+        "502, 5",
+        "599, 5",
+    ] {
         let d = enqueue(e);
         assert_eq!(attempt(d, result), "retry", "{result}");
         assert!(delay_s(d) > 0.0, "{result}");
     }
-    let network = one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE last_status_code IS NULL");
-    assert_eq!(delivery::<String>(network, "last_error"), "connection refused");
-    assert_eq!(attempts_of(network), vec!["1:::connection refused".to_owned()]);
+    let network =
+        one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE last_status_code IS NULL");
+    assert_eq!(
+        delivery::<String>(network, "last_error"),
+        "connection refused"
+    );
+    assert_eq!(
+        attempts_of(network),
+        vec!["1:::connection refused".to_owned()]
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -82,7 +111,10 @@ fn record_attempt_permanent_statuses_are_dead() {
     for code in [400, 401, 404, 410, 301, 100] {
         let d = enqueue(e);
         assert_eq!(attempt(d, &format!("{code}, 5")), "dead", "HTTP {code}");
-        assert!(delivery::<bool>(d, "dead_at = now() AND sent_at IS NULL AND locked_until IS NULL"));
+        assert!(delivery::<bool>(
+            d,
+            "dead_at = now() AND sent_at IS NULL AND locked_until IS NULL"
+        ));
         assert_eq!(delivery::<String>(d, "last_error"), format!("HTTP {code}"));
     }
 }
@@ -93,8 +125,14 @@ fn record_attempt_is_dead_when_attempts_run_out() {
     assert_eq!(attempt(d, "500, 1"), "retry");
     assert_eq!(attempt(d, "NULL, NULL, 'timeout'"), "retry");
     assert_eq!(attempt(d, "500, 1"), "dead");
-    assert!(delivery::<bool>(d, "status = 'dead' AND attempt_count = 3 AND dead_at = now()"));
-    assert_eq!(attempts_of(d), vec!["1:500:1:HTTP 500", "2:::timeout", "3:500:1:HTTP 500"]);
+    assert!(delivery::<bool>(
+        d,
+        "status = 'dead' AND attempt_count = 3 AND dead_at = now()"
+    ));
+    assert_eq!(
+        attempts_of(d),
+        vec!["1:500:1:HTTP 500", "2:::timeout", "3:500:1:HTTP 500"]
+    );
     // A dead delivery is never claimed again.
     assert_eq!(claim(10), Vec::<i64>::new());
 }
@@ -118,11 +156,17 @@ fn record_attempt_backoff_has_jitter() {
     let ids: Vec<i64> = (0..10).map(|_| enqueue(e)).collect();
     assert_eq!(claim(10), ids);
     for d in &ids {
-        assert_eq!(one::<String>(&format!("SELECT webhook_outbox.record_attempt({d}, 500, 1)")), "retry");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT webhook_outbox.record_attempt({d}, 500, 1)"
+            )),
+            "retry"
+        );
         assert_delay(*d, 5.0);
     }
     // Ten failures at once do not come back as one burst of retries.
-    let distinct = one::<i64>("SELECT count(DISTINCT next_attempt_at) FROM webhook_outbox.deliveries");
+    let distinct =
+        one::<i64>("SELECT count(DISTINCT next_attempt_at) FROM webhook_outbox.deliveries");
     assert!(distinct > 1, "{distinct} distinct retry times");
 }
 
@@ -135,7 +179,10 @@ fn record_attempt_backoff_is_capped() {
     assert_delay(d, 10.0);
     assert_eq!(attempt(d, "500, 1"), "retry");
     let delay = delay_s(d);
-    assert!((12.0..=15.0).contains(&delay), "capped at 15s with jitter: {delay}");
+    assert!(
+        (12.0..=15.0).contains(&delay),
+        "capped at 15s with jitter: {delay}"
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -151,7 +198,10 @@ fn record_attempt_honours_retry_after_up_to_the_cap() {
     assert_eq!(attempt(d, "503, 5, retry_after => '1 hour'"), "retry");
     assert_eq!(delay_s(d), 10.0);
     // On success, or with no attempts left, it does not matter.
-    assert_eq!(attempt(enqueue(e), "200, 5, retry_after => '1 hour'"), "sent");
+    assert_eq!(
+        attempt(enqueue(e), "200, 5, retry_after => '1 hour'"),
+        "sent"
+    );
     let last = enqueue(endpoint("max_attempts => 1"));
     assert_eq!(attempt(last, "429, 5, retry_after => '2 seconds'"), "dead");
 }
@@ -160,16 +210,44 @@ fn record_attempt_honours_retry_after_up_to_the_cap() {
 fn record_attempt_rejects_bad_input() {
     let d = enqueue(endpoint(""));
     let record = |args: String| format!("SELECT webhook_outbox.record_attempt({args})");
-    assert_fails(&record("-1, 200, 5".into()), "42704", "delivery -1 does not exist");
-    assert_fails(&record(format!("{d}, 200, 5")), "55000", &format!("delivery {d} is pending, not sending"));
+    assert_fails(
+        &record("-1, 200, 5".into()),
+        "42704",
+        "delivery -1 does not exist",
+    );
+    assert_fails(
+        &record(format!("{d}, 200, 5")),
+        "55000",
+        &format!("delivery {d} is pending, not sending"),
+    );
     assert_eq!(claim(1), vec![d]);
-    assert_fails(&record(format!("{d}, 99, 5")), "22023", "status_code must be an HTTP status (100-599), got 99");
-    assert_fails(&record(format!("{d}, 600, 5")), "22023", "status_code must be an HTTP status (100-599), got 600");
-    assert_fails(&record(format!("{d}, 200, -1")), "22023", "response_time_ms must be >= 0, got -1");
-    assert_fails(&record(format!("{d}, 503, 5, NULL, '-1 second'")), "22023", "retry_after must not be negative");
+    assert_fails(
+        &record(format!("{d}, 99, 5")),
+        "22023",
+        "status_code must be an HTTP status (100-599), got 99",
+    );
+    assert_fails(
+        &record(format!("{d}, 600, 5")),
+        "22023",
+        "status_code must be an HTTP status (100-599), got 600",
+    );
+    assert_fails(
+        &record(format!("{d}, 200, -1")),
+        "22023",
+        "response_time_ms must be >= 0, got -1",
+    );
+    assert_fails(
+        &record(format!("{d}, 503, 5, NULL, '-1 second'")),
+        "22023",
+        "retry_after must not be negative",
+    );
     // A settled delivery cannot be recorded twice.
     assert_eq!(one::<String>(&record(format!("{d}, 200, 5"))), "sent");
-    assert_fails(&record(format!("{d}, 200, 5")), "55000", &format!("delivery {d} is sent, not sending"));
+    assert_fails(
+        &record(format!("{d}, 200, 5")),
+        "55000",
+        &format!("delivery {d} is sent, not sending"),
+    );
 }
 
 #[pg_test(schema = "tests", error = "delivery -1 does not exist")]

@@ -47,9 +47,13 @@ fn catalog_api_signatures_and_defaults() {
         .unwrap_or_else(|e| panic!("{f}: {e}"));
         let got_args = got_args.unwrap_or_default();
         // Appended parameters need defaults, or calls as written would break.
-        let appended = got_args.strip_prefix(args).map(|rest| rest.trim_start_matches(", "));
+        let appended = got_args
+            .strip_prefix(args)
+            .map(|rest| rest.trim_start_matches(", "));
         assert!(
-            appended.is_some_and(|rest| rest.is_empty() || rest.split(", ").all(|p| p.contains(" DEFAULT "))),
+            appended.is_some_and(
+                |rest| rest.is_empty() || rest.split(", ").all(|p| p.contains(" DEFAULT "))
+            ),
             "{f}({got_args}), expected {f}({args})"
         );
         assert_eq!(got_result.as_deref(), Some(result), "{f}");
@@ -62,8 +66,15 @@ fn catalog_every_public_object_has_a_comment() {
     let missing = objects("comment IS NULL AND kind IN ('r', 'p', 'v', 'm', 'f') AND name !~ '^(webhook_outbox\\.)?_'");
     assert_eq!(missing, Vec::<String>::new(), "objects without COMMENT ON");
     let commented = objects("comment IS NOT NULL");
-    for name in ["webhook_outbox.endpoints", "webhook_outbox.v_worker_status", "webhook_outbox.enqueue("] {
-        assert!(commented.iter().any(|c| c.starts_with(name)), "{name} in {commented:?}");
+    for name in [
+        "webhook_outbox.endpoints",
+        "webhook_outbox.v_worker_status",
+        "webhook_outbox.enqueue(",
+    ] {
+        assert!(
+            commented.iter().any(|c| c.starts_with(name)),
+            "{name} in {commented:?}"
+        );
     }
 }
 
@@ -75,10 +86,15 @@ fn catalog_public_has_no_privileges() {
     assert!(!one::<bool>(
         "SELECT has_function_privilege('public', 'webhook_outbox.enqueue(bigint,text,jsonb,text,text)', 'EXECUTE')"
     ));
-    assert!(!one::<bool>("SELECT has_table_privilege('public', 'webhook_outbox.endpoints', 'SELECT')"));
+    assert!(!one::<bool>(
+        "SELECT has_table_privilege('public', 'webhook_outbox.endpoints', 'SELECT')"
+    ));
     // The check itself sees a grant.
     run("GRANT EXECUTE ON FUNCTION webhook_outbox.count_pending_by_status() TO PUBLIC");
-    assert_eq!(objects("public_access"), ["webhook_outbox.count_pending_by_status()", pure]);
+    assert_eq!(
+        objects("public_access"),
+        ["webhook_outbox.count_pending_by_status()", pure]
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -109,14 +125,26 @@ fn catalog_a_view_only_role_cannot_read_secrets() {
     super::endpoint("");
     run("CREATE ROLE webhook_outbox_test_viewer");
     run("GRANT USAGE ON SCHEMA webhook_outbox TO webhook_outbox_test_viewer");
-    run("GRANT SELECT ON webhook_outbox.v_webhook_health_dashboard, webhook_outbox.v_dead_letters,
+    run(
+        "GRANT SELECT ON webhook_outbox.v_webhook_health_dashboard, webhook_outbox.v_dead_letters,
                          webhook_outbox.v_queue_status
-         TO webhook_outbox_test_viewer");
+         TO webhook_outbox_test_viewer",
+    );
     super::enqueue(super::endpoint(""));
     run("SET LOCAL ROLE webhook_outbox_test_viewer");
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.v_webhook_health_dashboard"), 2);
-    assert_eq!(one::<String>("SELECT string_agg(status, ',') FROM webhook_outbox.v_queue_status"), "pending");
-    assert_fails("SELECT secret FROM webhook_outbox.endpoints", "42501", "permission denied for table endpoints");
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.v_webhook_health_dashboard"),
+        2
+    );
+    assert_eq!(
+        one::<String>("SELECT string_agg(status, ',') FROM webhook_outbox.v_queue_status"),
+        "pending"
+    );
+    assert_fails(
+        "SELECT secret FROM webhook_outbox.endpoints",
+        "42501",
+        "permission denied for table endpoints",
+    );
     assert_fails(
         "SELECT webhook_outbox.create_endpoint('https://example.com/')",
         "42501",

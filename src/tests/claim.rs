@@ -1,23 +1,38 @@
 //! get_ready_deliveries: which rows a claim hands out, and what it does to them.
 
-use super::{assert_fails, claim, delivery, endpoint, enqueue, health, make_due, maybe, one, run, update};
+use super::{
+    assert_fails, claim, delivery, endpoint, enqueue, health, make_due, maybe, one, run, update,
+};
 use pgrx::prelude::*;
 
 #[pg_test(schema = "tests")]
 fn claim_leases_due_pending_and_retry_rows() {
     let e = endpoint("");
     let (pending, retry) = (enqueue(e), enqueue(e));
-    update("deliveries", retry, "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'");
+    update(
+        "deliveries",
+        retry,
+        "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'",
+    );
     let rows = one::<String>(
         "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, locked_until - now()), ' ' ORDER BY id)
          FROM webhook_outbox.get_ready_deliveries()",
     );
     // A claimed row keeps its status (the claim is a HOT update); its lease says sending.
-    assert_eq!(rows, format!("{pending}:pending:1:00:00:30 {retry}:retry:3:00:00:30"));
+    assert_eq!(
+        rows,
+        format!("{pending}:pending:1:00:00:30 {retry}:retry:3:00:00:30")
+    );
     // The returned rows are what the table now holds.
     for d in [pending, retry] {
-        assert_eq!(delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"), "sending");
-        assert!(delivery::<bool>(d, "locked_until = now() + interval '30 seconds'"));
+        assert_eq!(
+            delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"),
+            "sending"
+        );
+        assert!(delivery::<bool>(
+            d,
+            "locked_until = now() + interval '30 seconds'"
+        ));
     }
     // Leased rows are not handed out again.
     assert_eq!(claim(10), Vec::<i64>::new());
@@ -26,8 +41,14 @@ fn claim_leases_due_pending_and_retry_rows() {
 #[pg_test(schema = "tests")]
 fn claim_uses_the_given_lease() {
     let d = enqueue(endpoint(""));
-    assert_eq!(one::<i64>("SELECT id FROM webhook_outbox.get_ready_deliveries(1, '5 minutes')"), d);
-    assert!(delivery::<bool>(d, "locked_until = now() + interval '5 minutes'"));
+    assert_eq!(
+        one::<i64>("SELECT id FROM webhook_outbox.get_ready_deliveries(1, '5 minutes')"),
+        d
+    );
+    assert!(delivery::<bool>(
+        d,
+        "locked_until = now() + interval '5 minutes'"
+    ));
 }
 
 #[pg_test(schema = "tests")]
@@ -37,7 +58,10 @@ fn claim_respects_batch_size() {
         enqueue(e);
     }
     assert_eq!(claim(2).len(), 2);
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until IS NULL"), 3);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until IS NULL"),
+        3
+    );
     assert_eq!(claim(10).len(), 3);
     assert_eq!(claim(10).len(), 0);
 }
@@ -47,7 +71,11 @@ fn claim_takes_the_oldest_due_first() {
     let e = endpoint("");
     let ids: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
     for (i, &d) in ids.iter().enumerate() {
-        update("deliveries", d, &format!("next_attempt_at = now() - interval '{i} minutes'"));
+        update(
+            "deliveries",
+            d,
+            &format!("next_attempt_at = now() - interval '{i} minutes'"),
+        );
     }
     assert_eq!(claim(1), vec![ids[2]]);
     assert_eq!(claim(1), vec![ids[1]]);
@@ -62,7 +90,11 @@ fn claim_takes_the_oldest_due_first_across_endpoints() {
         .iter()
         .map(|&(e, minutes_ago)| {
             let d = enqueue(e);
-            update("deliveries", d, &format!("next_attempt_at = now() - interval '{minutes_ago} minutes'"));
+            update(
+                "deliveries",
+                d,
+                &format!("next_attempt_at = now() - interval '{minutes_ago} minutes'"),
+            );
             d
         })
         .collect();
@@ -75,23 +107,39 @@ fn claim_takes_the_oldest_due_first_across_endpoints() {
 /// under a lease do not count.
 #[pg_test(schema = "tests")]
 fn next_due_follows_rows_circuits_and_leases() {
-    let next = || maybe::<f64>("SELECT round(extract(epoch FROM webhook_outbox._next_due() - now()))::float8");
+    let next = || {
+        maybe::<f64>("SELECT round(extract(epoch FROM webhook_outbox._next_due() - now()))::float8")
+    };
     assert_eq!(next(), None, "nothing waits");
     let (closed, open, disabled) = (endpoint(""), endpoint(""), endpoint(""));
-    update("deliveries", enqueue(closed), "next_attempt_at = now() + interval '300 seconds'");
+    update(
+        "deliveries",
+        enqueue(closed),
+        "next_attempt_at = now() + interval '300 seconds'",
+    );
     assert_eq!(next(), Some(300.0));
     // An open circuit with a row due now: the probe time (circuit_open_seconds = 60).
     enqueue(open);
-    update("health_metrics", open, "circuit_state = 'open', circuit_opened_at = now() - interval '20 seconds'");
+    update(
+        "health_metrics",
+        open,
+        "circuit_state = 'open', circuit_opened_at = now() - interval '20 seconds'",
+    );
     assert_eq!(next(), Some(40.0));
     // A disabled endpoint's rows wait for nothing.
     enqueue(disabled);
-    run(&format!("UPDATE webhook_outbox.endpoints SET enabled = false WHERE id = {disabled}"));
+    run(&format!(
+        "UPDATE webhook_outbox.endpoints SET enabled = false WHERE id = {disabled}"
+    ));
     assert_eq!(next(), Some(40.0));
     // A leased row is its worker's: the next unleased one counts.
     let leased = enqueue(closed);
     assert_eq!(next(), Some(0.0));
-    update("deliveries", leased, "locked_until = now() + interval '30 seconds'");
+    update(
+        "deliveries",
+        leased,
+        "locked_until = now() + interval '30 seconds'",
+    );
     assert_eq!(next(), Some(40.0));
 }
 
@@ -99,7 +147,11 @@ fn next_due_follows_rows_circuits_and_leases() {
 fn claim_skips_rows_not_yet_due() {
     let e = endpoint("");
     let (later, now) = (enqueue(e), enqueue(e));
-    update("deliveries", later, "next_attempt_at = now() + interval '1 second'");
+    update(
+        "deliveries",
+        later,
+        "next_attempt_at = now() + interval '1 second'",
+    );
     assert_eq!(claim(10), vec![now]);
     assert_eq!(delivery::<String>(later, "status"), "pending");
     assert_eq!(delivery::<i32>(later, "attempt_count"), 0);
@@ -127,12 +179,20 @@ fn claim_skips_disabled_endpoints() {
 fn claim_skips_open_circuits() {
     let (broken, fine) = (endpoint(""), endpoint(""));
     let (d_broken, d_fine) = (enqueue(broken), enqueue(fine));
-    update("health_metrics", broken, "circuit_state = 'open', circuit_opened_at = now()");
+    update(
+        "health_metrics",
+        broken,
+        "circuit_state = 'open', circuit_opened_at = now()",
+    );
     assert_eq!(claim(10), vec![d_fine]);
     assert_eq!(delivery::<String>(d_broken, "status"), "pending");
     assert_eq!(health::<String>(broken, "circuit_state"), "open");
     // Still open one second before circuit_open_seconds (60) have passed.
-    update("health_metrics", broken, "circuit_opened_at = now() - interval '59 seconds'");
+    update(
+        "health_metrics",
+        broken,
+        "circuit_opened_at = now() - interval '59 seconds'",
+    );
     assert_eq!(claim(10), Vec::<i64>::new());
     // A shorter open period makes it due for a probe.
     run("SET LOCAL webhook_outbox.circuit_open_seconds = 30");
@@ -143,17 +203,28 @@ fn claim_skips_open_circuits() {
 fn claim_lets_one_probe_through_an_expired_open_circuit() {
     let e = endpoint("");
     let ids: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
-    update("health_metrics", e, "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'");
+    update(
+        "health_metrics",
+        e,
+        "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'",
+    );
     let probe = claim(10);
     assert_eq!(probe.len(), 1, "exactly one probe: {probe:?}");
     assert!(ids.contains(&probe[0]));
     assert_eq!(health::<String>(e, "circuit_state"), "half_open");
     assert!(health::<bool>(e, "circuit_probe_at = now()"));
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until IS NULL"), 2);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until IS NULL"),
+        2
+    );
     // While the probe is out, nothing else goes.
     assert_eq!(claim(10), Vec::<i64>::new());
     // A probe whose lease ran out without a result lets another one through.
-    update("health_metrics", e, "circuit_probe_at = now() - interval '31 seconds'");
+    update(
+        "health_metrics",
+        e,
+        "circuit_probe_at = now() - interval '31 seconds'",
+    );
     assert_eq!(claim(10).len(), 1);
 }
 
@@ -164,12 +235,24 @@ fn claim_fills_the_batch_beside_a_probe() {
     let (probing, healthy) = (endpoint(""), endpoint(""));
     for _ in 0..3 {
         let d = enqueue(probing);
-        update("deliveries", d, "next_attempt_at = now() - interval '1 hour'");
+        update(
+            "deliveries",
+            d,
+            "next_attempt_at = now() - interval '1 hour'",
+        );
     }
     let fresh = [enqueue(healthy), enqueue(healthy)];
-    update("health_metrics", probing, "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'");
+    update(
+        "health_metrics",
+        probing,
+        "circuit_state = 'open', circuit_opened_at = now() - interval '61 seconds'",
+    );
     let claimed = claim(3);
-    assert_eq!(claimed.len(), 3, "one probe and both healthy deliveries: {claimed:?}");
+    assert_eq!(
+        claimed.len(),
+        3,
+        "one probe and both healthy deliveries: {claimed:?}"
+    );
     assert!(fresh.iter().all(|d| claimed.contains(d)), "{claimed:?}");
 }
 
@@ -178,11 +261,22 @@ fn claim_reclaims_rows_with_an_expired_lease() {
     let e = endpoint("");
     let (expired, leased) = (enqueue(e), enqueue(e));
     assert_eq!(claim(10), vec![expired, leased]);
-    update("deliveries", expired, "locked_until = now() - interval '1 second'");
-    update("deliveries", leased, "locked_until = now() + interval '1 second'");
+    update(
+        "deliveries",
+        expired,
+        "locked_until = now() - interval '1 second'",
+    );
+    update(
+        "deliveries",
+        leased,
+        "locked_until = now() + interval '1 second'",
+    );
     assert_eq!(claim(10), vec![expired]);
     assert_eq!(delivery::<i32>(expired, "attempt_count"), 2);
-    assert!(delivery::<bool>(expired, "status = 'pending' AND locked_until = now() + interval '30 seconds'"));
+    assert!(delivery::<bool>(
+        expired,
+        "status = 'pending' AND locked_until = now() + interval '30 seconds'"
+    ));
     assert_eq!(delivery::<i32>(leased, "attempt_count"), 1);
 }
 
@@ -203,9 +297,21 @@ fn claim_returns_nothing_in_mode_shadow_or_off() {
 fn claim_rejects_bad_arguments() {
     let claim = |args: &str| format!("SELECT * FROM webhook_outbox.get_ready_deliveries({args})");
     assert_fails(&claim("0"), "22023", "batch_size must be at least 1, got 0");
-    assert_fails(&claim("-5"), "22023", "batch_size must be at least 1, got -5");
-    assert_fails(&claim("10, '0 seconds'"), "22023", "lease must be a positive interval");
-    assert_fails(&claim("10, '-1 minute'"), "22023", "lease must be a positive interval");
+    assert_fails(
+        &claim("-5"),
+        "22023",
+        "batch_size must be at least 1, got -5",
+    );
+    assert_fails(
+        &claim("10, '0 seconds'"),
+        "22023",
+        "lease must be a positive interval",
+    );
+    assert_fails(
+        &claim("10, '-1 minute'"),
+        "22023",
+        "lease must be a positive interval",
+    );
 }
 
 #[pg_test(schema = "tests", error = "batch_size must be at least 1, got 0")]

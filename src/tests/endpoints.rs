@@ -36,7 +36,11 @@ fn create_endpoint_stores_the_endpoint_and_its_health_row() {
 #[pg_test(schema = "tests")]
 fn create_endpoint_generates_a_24_byte_whsec_secret() {
     let (a, b) = (endpoint(""), endpoint(""));
-    let secret = |id: i64| one::<String>(&format!("SELECT secret FROM webhook_outbox.endpoints WHERE id = {id}"));
+    let secret = |id: i64| {
+        one::<String>(&format!(
+            "SELECT secret FROM webhook_outbox.endpoints WHERE id = {id}"
+        ))
+    };
     let (sa, sb) = (secret(a), secret(b));
     assert!(sa.starts_with("whsec_"), "{sa}");
     let key_len = one::<i32>(&format!(
@@ -63,14 +67,27 @@ fn create_endpoint_null_url_is_an_error() {
 #[pg_test(schema = "tests")]
 fn create_endpoint_rejects_bad_urls() {
     let create = |url: &str| format!("SELECT webhook_outbox.create_endpoint('{url}')");
-    assert_fails("SELECT webhook_outbox.create_endpoint(NULL)", "22004", "url must not be NULL");
+    assert_fails(
+        "SELECT webhook_outbox.create_endpoint(NULL)",
+        "22004",
+        "url must not be NULL",
+    );
     let cases = [
         ("ftp://example.com/hook", "scheme \"ftp\" is not supported"),
         ("example.com/hook", "is malformed"),
         ("https://:8443/hook", "\"https://:8443/hook\" has no host"),
-        ("https://user:pw@example.com/hook", "must not contain credentials"),
-        ("https://token@example.com/hook", "must not contain credentials"),
-        ("http://example.com/hook", "http URLs are refused while webhook_outbox.allow_http is off"),
+        (
+            "https://user:pw@example.com/hook",
+            "must not contain credentials",
+        ),
+        (
+            "https://token@example.com/hook",
+            "must not contain credentials",
+        ),
+        (
+            "http://example.com/hook",
+            "http URLs are refused while webhook_outbox.allow_http is off",
+        ),
         ("", "webhook URL is empty"),
     ];
     for (url, message) in cases {
@@ -79,7 +96,10 @@ fn create_endpoint_rejects_bad_urls() {
     // Credentials are never echoed back.
     let (_, message) = error_of(&create("https://user:hunter2@example.com/"));
     assert!(!message.contains("hunter2"), "{message}");
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.endpoints"), 0);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.endpoints"),
+        0
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -89,27 +109,63 @@ fn create_endpoint_accepts_http_only_with_allow_http() {
     run("SET LOCAL webhook_outbox.allow_http = on");
     let id = one::<i64>(sql);
     assert_eq!(
-        maybe::<String>(&format!("SELECT url FROM webhook_outbox.endpoints WHERE id = {id}")).as_deref(),
+        maybe::<String>(&format!(
+            "SELECT url FROM webhook_outbox.endpoints WHERE id = {id}"
+        ))
+        .as_deref(),
         Some("http://example.com/hook")
     );
 }
 
 #[pg_test(schema = "tests")]
 fn create_endpoint_rejects_bad_secrets() {
-    let create =
-        |secret: &str| format!("SELECT webhook_outbox.create_endpoint('https://example.com/', secret => '{secret}')");
-    assert_fails(&create("hunter2"), "22023", "signing secret must start with \"whsec_\"");
-    assert_fails(&create("whsec_!!!not base64!!!"), "22023", "is not standard base64");
-    assert_fails(&create("whsec_c2hvcnQ="), "22023", "signing secret decodes to 5 bytes");
+    let create = |secret: &str| {
+        format!(
+            "SELECT webhook_outbox.create_endpoint('https://example.com/', secret => '{secret}')"
+        )
+    };
+    assert_fails(
+        &create("hunter2"),
+        "22023",
+        "signing secret must start with \"whsec_\"",
+    );
+    assert_fails(
+        &create("whsec_!!!not base64!!!"),
+        "22023",
+        "is not standard base64",
+    );
+    assert_fails(
+        &create("whsec_c2hvcnQ="),
+        "22023",
+        "signing secret decodes to 5 bytes",
+    );
 }
 
 #[pg_test(schema = "tests")]
 fn create_endpoint_rejects_bad_limits() {
-    let create = |args: &str| format!("SELECT webhook_outbox.create_endpoint('https://example.com/', {args})");
-    assert_fails(&create("rate_limit_rps => -1"), "22023", "rate_limit_rps must be a number >= 0, got -1");
-    assert_fails(&create("rate_limit_rps => 'NaN'"), "22023", "rate_limit_rps must be a number >= 0");
-    assert_fails(&create("max_attempts => 0"), "22023", "max_attempts must be between 1 and 100, got 0");
-    assert_fails(&create("max_attempts => 101"), "22023", "max_attempts must be between 1 and 100, got 101");
+    let create = |args: &str| {
+        format!("SELECT webhook_outbox.create_endpoint('https://example.com/', {args})")
+    };
+    assert_fails(
+        &create("rate_limit_rps => -1"),
+        "22023",
+        "rate_limit_rps must be a number >= 0, got -1",
+    );
+    assert_fails(
+        &create("rate_limit_rps => 'NaN'"),
+        "22023",
+        "rate_limit_rps must be a number >= 0",
+    );
+    assert_fails(
+        &create("max_attempts => 0"),
+        "22023",
+        "max_attempts must be between 1 and 100, got 0",
+    );
+    assert_fails(
+        &create("max_attempts => 101"),
+        "22023",
+        "max_attempts must be between 1 and 100, got 101",
+    );
     // The bounds themselves are fine; 0 rps means unlimited.
     endpoint("rate_limit_rps => 0, max_attempts => 1");
     endpoint("max_attempts => 100");
@@ -118,15 +174,47 @@ fn create_endpoint_rejects_bad_limits() {
 #[pg_test(schema = "tests")]
 fn create_endpoint_rejects_bad_headers() {
     let create = |headers: &str| {
-        format!("SELECT webhook_outbox.create_endpoint('https://example.com/', headers => '{headers}')")
+        format!(
+            "SELECT webhook_outbox.create_endpoint('https://example.com/', headers => '{headers}')"
+        )
     };
-    assert_fails(&create(r#"["X-A", "1"]"#), "22023", "headers must be a JSON object");
-    assert_fails(&create(r#""X-A: 1""#), "22023", "headers must be a JSON object");
-    assert_fails(&create(r#"{"X-A": 1}"#), "22023", "header \"X-A\" must have a string value");
-    assert_fails(&create(r#"{"X-A": null}"#), "22023", "header \"X-A\" must have a string value");
-    assert_fails(&create(r#"{"X-A": "a\nb"}"#), "22023", "header \"X-A\" has an invalid value");
-    assert_fails(&create(r#"{"X A": "1"}"#), "22023", "header name \"X A\" is not a valid HTTP header name");
-    for reserved in ["webhook-signature", "Webhook-Id", "content-type", "Content-Type", "Host"] {
+    assert_fails(
+        &create(r#"["X-A", "1"]"#),
+        "22023",
+        "headers must be a JSON object",
+    );
+    assert_fails(
+        &create(r#""X-A: 1""#),
+        "22023",
+        "headers must be a JSON object",
+    );
+    assert_fails(
+        &create(r#"{"X-A": 1}"#),
+        "22023",
+        "header \"X-A\" must have a string value",
+    );
+    assert_fails(
+        &create(r#"{"X-A": null}"#),
+        "22023",
+        "header \"X-A\" must have a string value",
+    );
+    assert_fails(
+        &create(r#"{"X-A": "a\nb"}"#),
+        "22023",
+        "header \"X-A\" has an invalid value",
+    );
+    assert_fails(
+        &create(r#"{"X A": "1"}"#),
+        "22023",
+        "header name \"X A\" is not a valid HTTP header name",
+    );
+    for reserved in [
+        "webhook-signature",
+        "Webhook-Id",
+        "content-type",
+        "Content-Type",
+        "Host",
+    ] {
         assert_fails(
             &create(&format!(r#"{{"{reserved}": "x"}}"#)),
             "22023",
@@ -137,15 +225,29 @@ fn create_endpoint_rejects_bad_headers() {
 
 #[pg_test(schema = "tests")]
 fn create_endpoint_rejects_bad_event_types_and_names() {
-    let create = |args: &str| format!("SELECT webhook_outbox.create_endpoint('https://example.com/', {args})");
-    assert_fails(&create("event_types => '{}'"), "22023", "event_types is an empty array");
+    let create = |args: &str| {
+        format!("SELECT webhook_outbox.create_endpoint('https://example.com/', {args})")
+    };
+    assert_fails(
+        &create("event_types => '{}'"),
+        "22023",
+        "event_types is an empty array",
+    );
     assert_fails(
         &create("event_types => '{order.paid,NULL}'"),
         "22023",
         "event_types must not contain NULL or empty names",
     );
-    assert_fails(&create("event_types => ARRAY['']"), "22023", "event_types must not contain NULL or empty names");
-    assert_fails(&create("name => ' '"), "22023", "endpoint name must not be empty");
+    assert_fails(
+        &create("event_types => ARRAY['']"),
+        "22023",
+        "event_types must not contain NULL or empty names",
+    );
+    assert_fails(
+        &create("name => ' '"),
+        "22023",
+        "endpoint name must not be empty",
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -156,7 +258,10 @@ fn create_endpoint_duplicate_name_is_a_unique_violation() {
         "23505",
         "an endpoint named \"orders\" already exists",
     );
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.endpoints"), 1);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.endpoints"),
+        1
+    );
     // Unnamed endpoints never collide.
     endpoint("");
     endpoint("");

@@ -6,7 +6,9 @@ use pgrx::prelude::*;
 /// Calls update_webhook_health; returns `fields` (a format() list over the
 /// returned row) as text.
 fn report(endpoint: i64, result: &str, fields: &str) -> String {
-    one(&format!("SELECT format({fields}) FROM webhook_outbox.update_webhook_health({endpoint}, {result}) h"))
+    one(&format!(
+        "SELECT format({fields}) FROM webhook_outbox.update_webhook_health({endpoint}, {result}) h"
+    ))
 }
 
 const STATE: &str = "'%s|%s|%s', h.consecutive_failures, h.health_status, h.circuit_state";
@@ -30,8 +32,15 @@ fn health_returns_the_updated_row() {
 #[pg_test(schema = "tests")]
 fn health_counts_results() {
     let e = endpoint("");
-    for result in ["200, 10", "204, 10", "500, 10", "NULL, NULL, 'connection reset'"] {
-        run(&format!("SELECT webhook_outbox.update_webhook_health({e}, {result})"));
+    for result in [
+        "200, 10",
+        "204, 10",
+        "500, 10",
+        "NULL, NULL, 'connection reset'",
+    ] {
+        run(&format!(
+            "SELECT webhook_outbox.update_webhook_health({e}, {result})"
+        ));
     }
     assert_eq!(
         health::<String>(
@@ -41,8 +50,13 @@ fn health_counts_results() {
         ),
         "4|2|2|2||connection reset|t"
     );
-    run(&format!("SELECT webhook_outbox.update_webhook_health({e}, 404, 10)"));
-    assert_eq!(health::<String>(e, "format('%s|%s', last_status_code, last_error)"), "404|HTTP 404");
+    run(&format!(
+        "SELECT webhook_outbox.update_webhook_health({e}, 404, 10)"
+    ));
+    assert_eq!(
+        health::<String>(e, "format('%s|%s', last_status_code, last_error)"),
+        "404|HTTP 404"
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -66,7 +80,10 @@ fn health_failures_degrade_then_open_the_circuit() {
     assert!(health::<bool>(e, "circuit_opened_at IS NULL"));
     // circuit_failure_threshold (5) consecutive failures open it.
     assert_eq!(report(e, "500, 5", STATE), "5|unavailable|open");
-    assert!(health::<bool>(e, "circuit_opened_at > now() - interval '1 minute'"));
+    assert!(health::<bool>(
+        e,
+        "circuit_opened_at > now() - interval '1 minute'"
+    ));
     let opened_at = health::<String>(e, "circuit_opened_at::text");
     // Late results while open do not restart the open period.
     assert_eq!(report(e, "500, 5", STATE), "6|unavailable|open");
@@ -100,9 +117,21 @@ fn health_threshold_follows_the_guc() {
 fn health_rejects_bad_input() {
     let e = endpoint("");
     let update = |args: String| format!("SELECT webhook_outbox.update_webhook_health({args})");
-    assert_fails(&update("-1, 200, 5".into()), "42704", "endpoint -1 does not exist");
-    assert_fails(&update(format!("{e}, 99, 5")), "22023", "status_code must be an HTTP status (100-599), got 99");
-    assert_fails(&update(format!("{e}, 200, -1")), "22023", "response_time_ms must be >= 0, got -1");
+    assert_fails(
+        &update("-1, 200, 5".into()),
+        "42704",
+        "endpoint -1 does not exist",
+    );
+    assert_fails(
+        &update(format!("{e}, 99, 5")),
+        "22023",
+        "status_code must be an HTTP status (100-599), got 99",
+    );
+    assert_fails(
+        &update(format!("{e}, 200, -1")),
+        "22023",
+        "response_time_ms must be >= 0, got -1",
+    );
 }
 
 #[pg_test(schema = "tests", error = "endpoint -1 does not exist")]
@@ -117,26 +146,47 @@ fn circuit_opens_probes_and_closes() {
     let e = endpoint("");
     let d = enqueue(e);
     for _ in 0..5 {
-        run(&format!("SELECT webhook_outbox.update_webhook_health({e}, 500, 5)"));
+        run(&format!(
+            "SELECT webhook_outbox.update_webhook_health({e}, 500, 5)"
+        ));
     }
     assert_eq!(health::<String>(e, "circuit_state"), "open");
     let waiting = enqueue(e);
     assert_eq!(claim(10), Vec::<i64>::new(), "no claims while open");
 
     // Open period over: the probe fails, the circuit opens again.
-    let open_period_over = || update("health_metrics", e, "circuit_opened_at = now() - interval '61 seconds'");
+    let open_period_over = || {
+        update(
+            "health_metrics",
+            e,
+            "circuit_opened_at = now() - interval '61 seconds'",
+        )
+    };
     open_period_over();
     assert_eq!(attempt(d, "500, 5"), "retry");
-    assert_eq!(health::<String>(e, "format('%s|%s', circuit_state, health_status)"), "open|unavailable");
-    assert!(health::<bool>(e, "circuit_opened_at > now() - interval '1 minute'"));
+    assert_eq!(
+        health::<String>(e, "format('%s|%s', circuit_state, health_status)"),
+        "open|unavailable"
+    );
+    assert!(health::<bool>(
+        e,
+        "circuit_opened_at > now() - interval '1 minute'"
+    ));
     assert_eq!(claim(10), Vec::<i64>::new(), "open for another period");
 
     // Next period: the probe succeeds and closes it; the rest flows again.
     open_period_over();
-    update("deliveries", waiting, "next_attempt_at = now() + interval '1 hour'");
+    update(
+        "deliveries",
+        waiting,
+        "next_attempt_at = now() + interval '1 hour'",
+    );
     assert_eq!(attempt(d, "200, 5"), "sent");
     assert_eq!(
-        health::<String>(e, "format('%s|%s|%s', circuit_state, health_status, consecutive_failures)"),
+        health::<String>(
+            e,
+            "format('%s|%s|%s', circuit_state, health_status, consecutive_failures)"
+        ),
         "closed|healthy|0"
     );
     make_due(waiting);

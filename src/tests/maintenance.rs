@@ -11,14 +11,20 @@ fn statuses() -> Vec<String> {
 fn dead(endpoint: i64, hours_ago: i32) -> i64 {
     let d = enqueue(endpoint);
     assert_eq!(attempt(d, "404, 7"), "dead");
-    update("deliveries", d, &format!("dead_at = now() - interval '{hours_ago} hours'"));
+    update(
+        "deliveries",
+        d,
+        &format!("dead_at = now() - interval '{hours_ago} hours'"),
+    );
     d
 }
 
 #[pg_test(schema = "tests")]
 fn requeue_dead_resets_dead_deliveries() {
     let e = endpoint("");
-    let d = one::<i64>(&format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{\"n\": 7}}', 'evt-7')"));
+    let d = one::<i64>(&format!(
+        "SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{\"n\": 7}}', 'evt-7')"
+    ));
     update("deliveries", d, "max_attempts = 2");
     assert_eq!(attempt(d, "500, 3"), "retry");
     assert_eq!(attempt(d, "503, 3"), "dead");
@@ -51,10 +57,18 @@ fn requeue_dead_limits_rows_oldest_first() {
 fn requeue_dead_filters_by_endpoint() {
     let (a, b) = (endpoint(""), endpoint(""));
     let (da, db) = (dead(a, 1), dead(b, 1));
-    assert_eq!(one::<i64>(&format!("SELECT webhook_outbox.requeue_dead(endpoint_id => {b})")), 1);
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT webhook_outbox.requeue_dead(endpoint_id => {b})"
+        )),
+        1
+    );
     assert_eq!(delivery::<String>(da, "status"), "dead");
     assert_eq!(delivery::<String>(db, "status"), "pending");
-    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(endpoint_id => -1)"), 0);
+    assert_eq!(
+        one::<i64>("SELECT webhook_outbox.requeue_dead(endpoint_id => -1)"),
+        0
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -64,16 +78,34 @@ fn requeue_dead_dry_run_only_counts() {
         dead(e, h);
     }
     enqueue(e); // pending: not counted
-    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(dry_run => true)"), 3);
-    assert_eq!(one::<i64>("SELECT webhook_outbox.requeue_dead(2, dry_run => true)"), 2);
+    assert_eq!(
+        one::<i64>("SELECT webhook_outbox.requeue_dead(dry_run => true)"),
+        3
+    );
+    assert_eq!(
+        one::<i64>("SELECT webhook_outbox.requeue_dead(2, dry_run => true)"),
+        2
+    );
     assert_eq!(statuses(), ["dead", "dead", "dead", "pending"]);
 }
 
 #[pg_test(schema = "tests")]
 fn requeue_dead_rejects_bad_max_rows() {
-    assert_fails("SELECT webhook_outbox.requeue_dead(0)", "22023", "max_rows must be at least 1, got 0");
-    assert_fails("SELECT webhook_outbox.requeue_dead(-1)", "22023", "max_rows must be at least 1, got -1");
-    assert_fails("SELECT webhook_outbox.requeue_dead(NULL)", "22023", "max_rows must be at least 1, got NULL");
+    assert_fails(
+        "SELECT webhook_outbox.requeue_dead(0)",
+        "22023",
+        "max_rows must be at least 1, got 0",
+    );
+    assert_fails(
+        "SELECT webhook_outbox.requeue_dead(-1)",
+        "22023",
+        "max_rows must be at least 1, got -1",
+    );
+    assert_fails(
+        "SELECT webhook_outbox.requeue_dead(NULL)",
+        "22023",
+        "max_rows must be at least 1, got NULL",
+    );
 }
 
 /// One delivery per (status, age); returns their ids in the order given.
@@ -110,7 +142,9 @@ const AGED: &[(&str, &str)] = &[
 ];
 
 fn cleanup(args: &str) -> Vec<String> {
-    column(&format!("SELECT format('%s=%s', status, deleted) FROM webhook_outbox.cleanup({args})"))
+    column(&format!(
+        "SELECT format('%s=%s', status, deleted) FROM webhook_outbox.cleanup({args})"
+    ))
 }
 
 fn remaining() -> Vec<i64> {
@@ -124,7 +158,10 @@ fn cleanup_deletes_old_finished_deliveries_and_their_attempts() {
     assert_eq!(cleanup(""), ["sent=1", "shadow=1", "dead=1"]);
     let kept = vec![ids[1], ids[3], ids[5], ids[6], ids[7]];
     assert_eq!(remaining(), kept);
-    assert_eq!(column::<i64>("SELECT delivery_id FROM webhook_outbox.attempts ORDER BY delivery_id"), kept);
+    assert_eq!(
+        column::<i64>("SELECT delivery_id FROM webhook_outbox.attempts ORDER BY delivery_id"),
+        kept
+    );
     assert_eq!(cleanup(""), ["sent=0", "shadow=0", "dead=0"]);
 }
 
@@ -132,9 +169,15 @@ fn cleanup_deletes_old_finished_deliveries_and_their_attempts() {
 fn cleanup_uses_the_given_ages() {
     let e = endpoint("");
     let ids = aged(e, AGED);
-    assert_eq!(cleanup("'1 day', '100 years', '1 day'"), ["sent=2", "shadow=0", "dead=2"]);
+    assert_eq!(
+        cleanup("'1 day', '100 years', '1 day'"),
+        ["sent=2", "shadow=0", "dead=2"]
+    );
     assert_eq!(remaining(), vec![ids[2], ids[3], ids[6], ids[7]]);
-    assert_eq!(cleanup("shadow_older_than => '1 day'"), ["sent=0", "shadow=2", "dead=0"]);
+    assert_eq!(
+        cleanup("shadow_older_than => '1 day'"),
+        ["sent=0", "shadow=2", "dead=0"]
+    );
     assert_eq!(remaining(), vec![ids[6], ids[7]]);
 }
 
@@ -144,12 +187,19 @@ fn cleanup_dry_run_only_counts() {
     aged(e, AGED);
     assert_eq!(cleanup("dry_run => true"), ["sent=1", "shadow=1", "dead=1"]);
     assert_eq!(remaining().len(), AGED.len());
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"), AGED.len() as i64);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"),
+        AGED.len() as i64
+    );
 }
 
 #[pg_test(schema = "tests")]
 fn cleanup_rejects_null_ages() {
-    assert_fails("SELECT * FROM webhook_outbox.cleanup(NULL)", "22004", "cleanup needs an age for each status");
+    assert_fails(
+        "SELECT * FROM webhook_outbox.cleanup(NULL)",
+        "22004",
+        "cleanup needs an age for each status",
+    );
     assert_fails(
         "SELECT * FROM webhook_outbox.cleanup(dead_older_than => NULL)",
         "22004",
@@ -162,9 +212,16 @@ fn run_once_with_nothing_due_returns_zero() {
     assert_eq!(one::<i64>("SELECT webhook_outbox.run_once()"), 0);
     let e = endpoint("");
     let d = enqueue(e);
-    update("deliveries", d, "next_attempt_at = now() + interval '1 hour'");
+    update(
+        "deliveries",
+        d,
+        "next_attempt_at = now() + interval '1 hour'",
+    );
     assert_eq!(one::<i64>("SELECT webhook_outbox.run_once(10)"), 0);
-    assert_eq!(delivery::<String>(d, "format('%s|%s', status, attempt_count)"), "pending|0");
+    assert_eq!(
+        delivery::<String>(d, "format('%s|%s', status, attempt_count)"),
+        "pending|0"
+    );
 }
 
 /// No HTTP here: the only target is refused by the SSRF guard (loopback is
@@ -174,25 +231,53 @@ fn run_once_settles_a_refused_target() {
     let e = one::<i64>("SELECT webhook_outbox.create_endpoint('https://127.0.0.1:1/hook')");
     let d = enqueue(e);
     assert_eq!(one::<i64>("SELECT webhook_outbox.run_once()"), 1);
-    assert_eq!(delivery::<String>(d, "format('%s|%s', status, attempt_count)"), "dead|1");
+    assert_eq!(
+        delivery::<String>(d, "format('%s|%s', status, attempt_count)"),
+        "dead|1"
+    );
     let error = delivery::<String>(d, "last_error");
-    assert!(error.contains("refused by SSRF guard: 127.0.0.1 is"), "{error}");
-    assert_eq!(one::<i64>(&format!("SELECT count(*) FROM webhook_outbox.attempts WHERE delivery_id = {d}")), 1);
+    assert!(
+        error.contains("refused by SSRF guard: 127.0.0.1 is"),
+        "{error}"
+    );
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT count(*) FROM webhook_outbox.attempts WHERE delivery_id = {d}"
+        )),
+        1
+    );
     assert_eq!(super::health::<i64>(e, "failed_deliveries"), 1);
 }
 
 #[pg_test(schema = "tests")]
 fn run_once_sends_nothing_in_shadow_or_off_mode() {
-    let d = enqueue(one::<i64>("SELECT webhook_outbox.create_endpoint('https://127.0.0.1:1/hook')"));
+    let d = enqueue(one::<i64>(
+        "SELECT webhook_outbox.create_endpoint('https://127.0.0.1:1/hook')",
+    ));
     for mode in ["shadow", "off"] {
         run(&format!("SET LOCAL webhook_outbox.mode = '{mode}'"));
-        assert_eq!(one::<i64>("SELECT webhook_outbox.run_once()"), 0, "mode {mode}");
+        assert_eq!(
+            one::<i64>("SELECT webhook_outbox.run_once()"),
+            0,
+            "mode {mode}"
+        );
     }
-    assert_eq!(delivery::<String>(d, "format('%s|%s', status, attempt_count)"), "pending|0");
+    assert_eq!(
+        delivery::<String>(d, "format('%s|%s', status, attempt_count)"),
+        "pending|0"
+    );
 }
 
 #[pg_test(schema = "tests")]
 fn run_once_rejects_bad_max_rows() {
-    assert_fails("SELECT webhook_outbox.run_once(0)", "22023", "max_rows must be at least 1, got 0");
-    assert_fails("SELECT webhook_outbox.run_once(-3)", "22023", "max_rows must be at least 1, got -3");
+    assert_fails(
+        "SELECT webhook_outbox.run_once(0)",
+        "22023",
+        "max_rows must be at least 1, got 0",
+    );
+    assert_fails(
+        "SELECT webhook_outbox.run_once(-3)",
+        "22023",
+        "max_rows must be at least 1, got -3",
+    );
 }

@@ -43,8 +43,15 @@ fn maybe<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
 #[track_caller]
 fn column<T: FromDatum + IntoDatum>(sql: &str) -> Vec<T> {
     Spi::connect_mut(|client| {
-        let rows = client.update(sql, None, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.map(|row| row.get::<T>(1).unwrap_or_else(|e| panic!("{sql}: {e}")).expect("NULL value")).collect()
+        let rows = client
+            .update(sql, None, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.map(|row| {
+            row.get::<T>(1)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .expect("NULL value")
+        })
+        .collect()
     })
 }
 
@@ -59,15 +66,20 @@ fn run(sql: &str) {
 #[track_caller]
 fn error_of(sql: &str) -> (String, String) {
     if maybe::<bool>("SELECT to_regprocedure('pg_temp.error_of(text)') IS NULL") == Some(true) {
-        run("CREATE FUNCTION pg_temp.error_of(sql text, OUT state text, OUT msg text)
+        run(
+            "CREATE FUNCTION pg_temp.error_of(sql text, OUT state text, OUT msg text)
              LANGUAGE plpgsql AS $$
              BEGIN
                  EXECUTE sql;
              EXCEPTION WHEN OTHERS THEN
                  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-             END $$");
+             END $$",
+        );
     }
-    match Spi::get_two_with_args::<String, String>("SELECT state, msg FROM pg_temp.error_of($1)", &[sql.into()]) {
+    match Spi::get_two_with_args::<String, String>(
+        "SELECT state, msg FROM pg_temp.error_of($1)",
+        &[sql.into()],
+    ) {
         Ok((Some(state), Some(msg))) => (state, msg),
         Ok(_) => panic!("expected an error from: {sql}"),
         Err(e) => panic!("{sql}: {e}"),
@@ -88,40 +100,60 @@ fn assert_fails(sql: &str, state: &str, message: &str) {
 /// e.g. `"name => 'a', max_attempts => 3"`.
 fn endpoint(args: &str) -> i64 {
     let sep = if args.is_empty() { "" } else { ", " };
-    one(&format!("SELECT webhook_outbox.create_endpoint('https://example.com/hook'{sep}{args})"))
+    one(&format!(
+        "SELECT webhook_outbox.create_endpoint('https://example.com/hook'{sep}{args})"
+    ))
 }
 
 /// One `order.paid` delivery to `endpoint`, with a generated event_id.
 fn enqueue(endpoint: i64) -> i64 {
-    one(&format!("SELECT webhook_outbox.enqueue({endpoint}, 'order.paid', '{{\"n\": 1}}')"))
+    one(&format!(
+        "SELECT webhook_outbox.enqueue({endpoint}, 'order.paid', '{{\"n\": 1}}')"
+    ))
 }
 
 /// Ids handed out by `get_ready_deliveries(batch_size)`, sorted.
 fn claim(batch_size: i32) -> Vec<i64> {
-    column(&format!("SELECT id FROM webhook_outbox.get_ready_deliveries({batch_size}) ORDER BY id"))
+    column(&format!(
+        "SELECT id FROM webhook_outbox.get_ready_deliveries({batch_size}) ORDER BY id"
+    ))
 }
 
 /// One column (or expression) of a delivery.
 #[track_caller]
 fn delivery<T: FromDatum + IntoDatum>(id: i64, expr: &str) -> T {
-    one(&format!("SELECT {expr} FROM webhook_outbox.deliveries WHERE id = {id}"))
+    one(&format!(
+        "SELECT {expr} FROM webhook_outbox.deliveries WHERE id = {id}"
+    ))
 }
 
 /// One column (or expression) of an endpoint's health_metrics row.
 #[track_caller]
 fn health<T: FromDatum + IntoDatum>(endpoint: i64, expr: &str) -> T {
-    one(&format!("SELECT {expr} FROM webhook_outbox.health_metrics WHERE webhook_id = {endpoint}"))
+    one(&format!(
+        "SELECT {expr} FROM webhook_outbox.health_metrics WHERE webhook_id = {endpoint}"
+    ))
 }
 
 /// `UPDATE webhook_outbox.<table> SET <set>` for one row, by id (health_metrics: by endpoint).
 fn update(table: &str, id: i64, set: &str) {
-    let key = if table == "health_metrics" { "webhook_id" } else { "id" };
-    run(&format!("UPDATE webhook_outbox.{table} SET {set} WHERE {key} = {id}"));
+    let key = if table == "health_metrics" {
+        "webhook_id"
+    } else {
+        "id"
+    };
+    run(&format!(
+        "UPDATE webhook_outbox.{table} SET {set} WHERE {key} = {id}"
+    ));
 }
 
 /// Makes a pending/retry delivery due now.
 fn make_due(id: i64) {
-    update("deliveries", id, "next_attempt_at = now() - interval '1 second'");
+    update(
+        "deliveries",
+        id,
+        "next_attempt_at = now() - interval '1 second'",
+    );
 }
 
 /// Makes delivery `id` due, claims it (it must be the only due one) and
@@ -130,7 +162,9 @@ fn make_due(id: i64) {
 fn attempt(id: i64, result: &str) -> String {
     make_due(id);
     assert_eq!(claim(100), vec![id], "claiming delivery {id}");
-    one(&format!("SELECT webhook_outbox.record_attempt({id}, {result})"))
+    one(&format!(
+        "SELECT webhook_outbox.record_attempt({id}, {result})"
+    ))
 }
 
 /// Seconds from now() to the delivery's next attempt.

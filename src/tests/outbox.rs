@@ -4,7 +4,9 @@ use super::{assert_fails, column, delivery, endpoint, enqueue, maybe, one, run, 
 use pgrx::prelude::*;
 
 fn count(filter: &str) -> i64 {
-    one(&format!("SELECT count(*) FROM webhook_outbox.deliveries WHERE {filter}"))
+    one(&format!(
+        "SELECT count(*) FROM webhook_outbox.deliveries WHERE {filter}"
+    ))
 }
 
 #[pg_test(schema = "tests")]
@@ -37,7 +39,9 @@ fn enqueue_takes_max_attempts_from_the_endpoint_or_the_guc() {
 #[pg_test(schema = "tests")]
 fn enqueue_dedupes_on_endpoint_and_event_id() {
     let (a, b) = (endpoint(""), endpoint(""));
-    let sql = |e: i64, payload: &str| format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{payload}', 'evt-1')");
+    let sql = |e: i64, payload: &str| {
+        format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{payload}', 'evt-1')")
+    };
     let first = one::<i64>(&sql(a, r#"{"v": 1}"#));
     let again = one::<i64>(&sql(a, r#"{"v": 2}"#));
     assert_eq!(again, first);
@@ -55,7 +59,9 @@ fn enqueue_generates_an_event_id() {
     let e = endpoint("");
     let (d1, d2) = (enqueue(e), enqueue(e));
     assert_ne!(d1, d2, "no event_id: no dedupe");
-    let ids: Vec<String> = column(&format!("SELECT event_id FROM webhook_outbox.deliveries WHERE id IN ({d1}, {d2})"));
+    let ids: Vec<String> = column(&format!(
+        "SELECT event_id FROM webhook_outbox.deliveries WHERE id IN ({d1}, {d2})"
+    ));
     assert_ne!(ids[0], ids[1]);
     for id in &ids {
         assert!(
@@ -71,12 +77,36 @@ fn enqueue_generates_an_event_id() {
 fn enqueue_rejects_bad_input() {
     let e = endpoint("");
     let enqueue = |args: &str| format!("SELECT webhook_outbox.enqueue({args})");
-    assert_fails(&enqueue("-1, 'order.paid', '{}'"), "42704", "endpoint -1 does not exist");
-    assert_fails(&enqueue("NULL, 'order.paid', '{}'"), "22004", "endpoint_id must not be NULL");
-    assert_fails(&enqueue(&format!("{e}, 'order.paid', NULL")), "22004", "payload must not be NULL");
-    assert_fails(&enqueue(&format!("{e}, '', '{{}}'")), "22023", "event_type must not be empty");
-    assert_fails(&enqueue(&format!("{e}, '  ', '{{}}'")), "22023", "event_type must not be empty");
-    assert_fails(&enqueue(&format!("{e}, NULL, '{{}}'")), "22023", "event_type must not be empty");
+    assert_fails(
+        &enqueue("-1, 'order.paid', '{}'"),
+        "42704",
+        "endpoint -1 does not exist",
+    );
+    assert_fails(
+        &enqueue("NULL, 'order.paid', '{}'"),
+        "22004",
+        "endpoint_id must not be NULL",
+    );
+    assert_fails(
+        &enqueue(&format!("{e}, 'order.paid', NULL")),
+        "22004",
+        "payload must not be NULL",
+    );
+    assert_fails(
+        &enqueue(&format!("{e}, '', '{{}}'")),
+        "22023",
+        "event_type must not be empty",
+    );
+    assert_fails(
+        &enqueue(&format!("{e}, '  ', '{{}}'")),
+        "22023",
+        "event_type must not be empty",
+    );
+    assert_fails(
+        &enqueue(&format!("{e}, NULL, '{{}}'")),
+        "22023",
+        "event_type must not be empty",
+    );
     assert_eq!(count("true"), 0);
 }
 
@@ -89,17 +119,27 @@ fn enqueue_unknown_endpoint_is_an_error() {
 fn enqueue_enforces_max_payload_bytes() {
     let e = endpoint("");
     // '{"a": "0123456789"}' is 19 bytes of JSON text.
-    let sql = format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{\"a\": \"0123456789\"}}')");
+    let sql =
+        format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{\"a\": \"0123456789\"}}')");
     run("SET LOCAL webhook_outbox.max_payload_bytes = 19");
     one::<i64>(&sql);
     run("SET LOCAL webhook_outbox.max_payload_bytes = 18");
-    assert_fails(&sql, "54000", "payload of 19 bytes exceeds webhook_outbox.max_payload_bytes (18)");
+    assert_fails(
+        &sql,
+        "54000",
+        "payload of 19 bytes exceeds webhook_outbox.max_payload_bytes (18)",
+    );
     // The default is 256 kB.
     run("RESET webhook_outbox.max_payload_bytes");
-    let big =
-        |n: i32| format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', jsonb_build_object('a', repeat('x', {n})))");
+    let big = |n: i32| {
+        format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', jsonb_build_object('a', repeat('x', {n})))")
+    };
     one::<i64>(&big(256 * 1024 - 20));
-    assert_fails(&big(256 * 1024), "54000", "exceeds webhook_outbox.max_payload_bytes (262144)");
+    assert_fails(
+        &big(256 * 1024),
+        "54000",
+        "exceeds webhook_outbox.max_payload_bytes (262144)",
+    );
     assert_eq!(count("true"), 2);
 }
 
@@ -107,7 +147,12 @@ fn enqueue_enforces_max_payload_bytes() {
 fn enqueue_in_mode_off_creates_nothing() {
     let e = endpoint("");
     run("SET LOCAL webhook_outbox.mode = 'off'");
-    assert_eq!(maybe::<i64>(&format!("SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{}}')")), None);
+    assert_eq!(
+        maybe::<i64>(&format!(
+            "SELECT webhook_outbox.enqueue({e}, 'order.paid', '{{}}')"
+        )),
+        None
+    );
     assert_eq!(count("true"), 0);
 }
 
@@ -150,20 +195,32 @@ fn emit_fans_out_to_enabled_subscribed_endpoints() {
     // Repeating the event creates nothing.
     assert_eq!(one::<i32>(emit), 0);
     assert_eq!(count("true"), 2);
-    assert_eq!(one::<i32>("SELECT webhook_outbox.emit('user.created', '{}', 'evt-2')"), 2);
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('user.created', '{}', 'evt-2')"),
+        2
+    );
     assert_eq!(endpoints_of("evt-2"), vec![all, users]);
-    assert_eq!(one::<i32>("SELECT webhook_outbox.emit('nobody.cares', '{}', 'evt-3')"), 1);
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('nobody.cares', '{}', 'evt-3')"),
+        1
+    );
     assert_eq!(endpoints_of("evt-3"), vec![all]);
 }
 
 #[pg_test(schema = "tests")]
 fn emit_shares_one_generated_event_id() {
     let [all, paid, ..] = fan_out_endpoints();
-    assert_eq!(one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}')"), 2);
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}')"),
+        2
+    );
     let event_id = one::<String>("SELECT DISTINCT event_id FROM webhook_outbox.deliveries");
     assert_eq!(endpoints_of(&event_id), vec![all, paid]);
     // Without an event_id, each emit is a new event.
-    assert_eq!(one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}')"), 2);
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}')"),
+        2
+    );
     assert_eq!(count("true"), 4);
 }
 
@@ -171,18 +228,32 @@ fn emit_shares_one_generated_event_id() {
 fn emit_in_mode_off_and_shadow() {
     fan_out_endpoints();
     run("SET LOCAL webhook_outbox.mode = 'off'");
-    assert_eq!(one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-1')"), 0);
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-1')"),
+        0
+    );
     assert_eq!(count("true"), 0);
     run("SET LOCAL webhook_outbox.mode = 'shadow'");
-    assert_eq!(one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-1')"), 2);
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-1')"),
+        2
+    );
     assert_eq!(count("status = 'shadow'"), 2);
     assert_eq!(count("true"), 2);
 }
 
 #[pg_test(schema = "tests")]
 fn emit_rejects_bad_input() {
-    assert_fails("SELECT webhook_outbox.emit('order.paid', NULL)", "22004", "payload must not be NULL");
-    assert_fails("SELECT webhook_outbox.emit('', '{}')", "22023", "event_type must not be empty");
+    assert_fails(
+        "SELECT webhook_outbox.emit('order.paid', NULL)",
+        "22004",
+        "payload must not be NULL",
+    );
+    assert_fails(
+        "SELECT webhook_outbox.emit('', '{}')",
+        "22023",
+        "event_type must not be empty",
+    );
     run("SET LOCAL webhook_outbox.max_payload_bytes = 10");
     assert_fails(
         "SELECT webhook_outbox.emit('order.paid', '{\"a\": \"0123456789\"}')",

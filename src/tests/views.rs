@@ -23,7 +23,9 @@ fn known_setup() -> Setup {
     update("endpoints", gamma, "enabled = false");
     let health = |e: i64, results: &[&str]| {
         for r in results {
-            run(&format!("SELECT webhook_outbox.update_webhook_health({e}, {r})"));
+            run(&format!(
+                "SELECT webhook_outbox.update_webhook_health({e}, {r})"
+            ));
         }
     };
     health(alpha, &["200, 100", "200, 200", "500, 40", "200, 60"]);
@@ -38,8 +40,14 @@ fn known_setup() -> Setup {
     with(alpha, "created_at = now() - interval '1 hour'");
     enqueue(alpha);
     let sent = with(alpha, "status = 'sent', sent_at = now(), attempt_count = 1");
-    with(beta, "status = 'retry', attempt_count = 1, last_status_code = 500, last_error = 'HTTP 500'");
-    with(beta, "attempt_count = 1, locked_until = now() + interval '30 seconds'");
+    with(
+        beta,
+        "status = 'retry', attempt_count = 1, last_status_code = 500, last_error = 'HTTP 500'",
+    );
+    with(
+        beta,
+        "attempt_count = 1, locked_until = now() + interval '30 seconds'",
+    );
     let dead = [
         with(
             beta,
@@ -56,9 +64,14 @@ fn known_setup() -> Setup {
 
     // (minutes ago, duration, status): four in the last hour, one more in the
     // last day, one older than a day.
-    for (ago, ms, code) in
-        [(10, 10, "200"), (20, 20, "200"), (30, 30, "500"), (40, 40, "NULL"), (300, 100, "200"), (3000, 1, "200")]
-    {
+    for (ago, ms, code) in [
+        (10, 10, "200"),
+        (20, 20, "200"),
+        (30, 30, "500"),
+        (40, 40, "NULL"),
+        (300, 100, "200"),
+        (3000, 1, "200"),
+    ] {
         run(&format!(
             "INSERT INTO webhook_outbox.attempts (delivery_id, endpoint_id, attempt_no, attempted_at, duration_ms, status_code)
              VALUES ({sent}, {alpha}, 1, now() - interval '{ago} minutes', {ms}, {code})"
@@ -80,7 +93,10 @@ fn count_pending_by_status_counts_unfinished_deliveries() {
 
 #[pg_test(schema = "tests")]
 fn count_pending_by_status_on_an_empty_outbox() {
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.count_pending_by_status()"), 0);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.count_pending_by_status()"),
+        0
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -132,8 +148,14 @@ fn v_degraded_webhooks_lists_the_unhealthy_worst_first() {
         ["beta:unavailable:t", "delta:degraded:t", "gamma:healthy:f"]
     );
     // A success takes an endpoint off the list.
-    run(&format!("SELECT webhook_outbox.update_webhook_health({}, 200, 5)", s.beta));
-    assert_eq!(column::<String>("SELECT name FROM webhook_outbox.v_degraded_webhooks"), ["delta", "gamma"]);
+    run(&format!(
+        "SELECT webhook_outbox.update_webhook_health({}, 200, 5)",
+        s.beta
+    ));
+    assert_eq!(
+        column::<String>("SELECT name FROM webhook_outbox.v_degraded_webhooks"),
+        ["delta", "gamma"]
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -149,10 +171,16 @@ fn v_webhook_performance_per_endpoint_and_window() {
     assert_eq!(
         rows(s.alpha),
         // Last hour: 10, 20, 30 (500), 40 (network error); the day adds 100.
-        ["alpha 1 hour: 4 2 50.00 25.0 38.5", "alpha 1 day: 5 3 60.00 30.0 88.0"]
+        [
+            "alpha 1 hour: 4 2 50.00 25.0 38.5",
+            "alpha 1 day: 5 3 60.00 30.0 88.0"
+        ]
     );
     assert_eq!(rows(s.beta), ["beta 1 hour: 0 0   ", "beta 1 day: 0 0   "]);
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.v_webhook_performance"), 8);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.v_webhook_performance"),
+        8
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -171,8 +199,14 @@ fn v_dead_letters_newest_first() {
 #[pg_test(schema = "tests")]
 fn v_worker_status_is_empty_without_workers() {
     // The test cluster runs with webhook_outbox.workers = 0 (see pg_test in lib.rs).
-    assert_eq!(one::<String>("SELECT current_setting('webhook_outbox.workers')"), "0");
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.v_worker_status"), 0);
+    assert_eq!(
+        one::<String>("SELECT current_setting('webhook_outbox.workers')"),
+        "0"
+    );
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.v_worker_status"),
+        0
+    );
     assert_eq!(
         column::<String>(
             "SELECT attname::text FROM pg_attribute

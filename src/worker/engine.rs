@@ -7,8 +7,8 @@ use super::pool::{Done, Job, Pool, Ticket, Waker};
 use super::ratelimit::{Admit, RateTable};
 use super::shmem;
 use crate::delivery::{self, Client, HttpConfig, Request};
-use crate::{guc, plans};
 use crate::settle::{self, AttemptResult};
+use crate::{guc, plans};
 use pgrx::spi::{self, SpiClient};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -69,9 +69,20 @@ impl Engine {
     pub fn new(waker: Waker) -> Result<Engine, String> {
         let http = guc::http_config()?;
         let concurrency = guc::concurrency();
-        let pool = Pool::new(Client::new(&http)?, concurrency, per_endpoint_slots(concurrency), wake_every(), waker.clone())
-            .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
-        Ok(Engine { pool, http, concurrency, waker })
+        let pool = Pool::new(
+            Client::new(&http)?,
+            concurrency,
+            per_endpoint_slots(concurrency),
+            wake_every(),
+            waker.clone(),
+        )
+        .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
+        Ok(Engine {
+            pool,
+            http,
+            concurrency,
+            waker,
+        })
     }
 
     /// Apply changed settings after SIGHUP. A new concurrency needs an idle pool.
@@ -89,7 +100,11 @@ impl Engine {
 
     /// Something to settle: results, or jobs queued for half a lease (to give back).
     pub fn has_results(&self) -> bool {
-        self.pool.has_done() || self.pool.oldest_queued().is_some_and(|t| t.elapsed() >= half_lease())
+        self.pool.has_done()
+            || self
+                .pool
+                .oldest_queued()
+                .is_some_and(|t| t.elapsed() >= half_lease())
     }
 
     /// Deliveries claimed and not yet settled.
@@ -109,7 +124,14 @@ impl Engine {
         }
         let batch = guc::batch_size();
         // An endpoint with a full batch outstanding waits; the others go on.
-        let busy: Vec<i64> = self.pool.outstanding().1.into_iter().filter(|(_, n)| *n >= batch).map(|(e, _)| e).collect();
+        let busy: Vec<i64> = self
+            .pool
+            .outstanding()
+            .1
+            .into_iter()
+            .filter(|(_, n)| *n >= batch)
+            .map(|(e, _)| e)
+            .collect();
         let rows = plans::execute(
             client,
             CLAIM,
@@ -122,7 +144,9 @@ impl Engine {
         )?;
         let claimed_at = Instant::now();
         let now_ms = settle::now_ms();
-        let claimed: Vec<Claimed> = rows.map(|row| Claimed::read(&row)).collect::<spi::Result<_>>()?;
+        let claimed: Vec<Claimed> = rows
+            .map(|row| Claimed::read(&row))
+            .collect::<spi::Result<_>>()?;
         let count = claimed.len();
         let mut jobs = Vec::with_capacity(count);
         let mut deferred: Vec<(i64, i32, i64)> = Vec::new();
@@ -133,13 +157,19 @@ impl Engine {
             for c in claimed {
                 let ticket = c.ticket;
                 let queued = waiting.get(&ticket.endpoint_id).copied().unwrap_or(0);
-                if let Admit::At(at_us) = rates.admit(ticket.endpoint_id, c.rps, now_ms * 1_000, queued) {
+                if let Admit::At(at_us) =
+                    rates.admit(ticket.endpoint_id, c.rps, now_ms * 1_000, queued)
+                {
                     *waiting.entry(ticket.endpoint_id).or_default() += 1;
                     deferred.push((ticket.delivery_id, ticket.attempt_no, at_us / 1_000));
                     continue;
                 }
                 match c.into_request(now_ms / 1_000) {
-                    Ok(request) => jobs.push(Job { ticket, request, claimed_at }),
+                    Ok(request) => jobs.push(Job {
+                        ticket,
+                        request,
+                        claimed_at,
+                    }),
                     Err(error) => refused.push(failure(ticket, error)),
                 }
             }
@@ -177,10 +207,18 @@ impl Engine {
         let written = settle::settle(client, &results)?;
         settle::release(client, &released)?;
         if !written.open_circuits.is_empty() {
-            self.pool.release(|job| written.open_circuits.contains(&job.ticket.endpoint_id));
+            self.pool
+                .release(|job| written.open_circuits.contains(&job.ticket.endpoint_id));
         }
-        let sent = written.statuses.iter().filter(|(_, s)| *s == "sent").count() as u64;
-        Ok(Settled { sent, failed: written.statuses.len() as u64 - sent })
+        let sent = written
+            .statuses
+            .iter()
+            .filter(|(_, s)| *s == "sent")
+            .count() as u64;
+        Ok(Settled {
+            sent,
+            failed: written.statuses.len() as u64 - sent,
+        })
     }
 
     /// Put every queued job back (shutdown); running ones finish on their own.
@@ -195,7 +233,9 @@ impl Engine {
 
 /// Milliseconds until something is due, if anything is waiting.
 pub fn next_due_ms(client: &mut SpiClient<'_>) -> spi::Result<Option<i64>> {
-    plans::execute(client, NEXT_DUE, &[])?.first().get_one::<i64>()
+    plans::execute(client, NEXT_DUE, &[])?
+        .first()
+        .get_one::<i64>()
 }
 
 /// One row of `CLAIM`.
@@ -228,17 +268,32 @@ impl Claimed {
     }
 
     fn into_request(self, timestamp: i64) -> Result<Request, String> {
-        let signing_key = delivery::decode_secret(&self.secret).map_err(|e| format!("endpoint secret: {e}"))?;
+        let signing_key =
+            delivery::decode_secret(&self.secret).map_err(|e| format!("endpoint secret: {e}"))?;
         let headers = if self.headers == "{}" {
             Vec::new()
         } else {
             serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.headers)
                 .map_err(|e| format!("endpoint headers: {e}"))?
                 .into_iter()
-                .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k,
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         };
-        Ok(Request { url: self.url, webhook_id: self.event_id, timestamp, body: self.payload, headers, signing_key })
+        Ok(Request {
+            url: self.url,
+            webhook_id: self.event_id,
+            timestamp,
+            body: self.payload,
+            headers,
+            signing_key,
+        })
     }
 }
 

@@ -9,11 +9,11 @@ pub mod shmem;
 use crate::guc::{self, Mode};
 use crate::settle::now_ms;
 use engine::Engine;
-use pool::Waker;
-use scrape::Scrape;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::prelude::*;
+use pool::Waker;
+use scrape::Scrape;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -71,10 +71,11 @@ fn transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     let outcome = PgTryBuilder::new(move || Ok(f()))
         .catch_others(|e| {
             Err(match e {
-                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
-                    r.message().to_owned()
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_owned(),
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                    ereport.message().to_owned()
                 }
-                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
             })
         })
         .execute();
@@ -93,7 +94,9 @@ fn transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 }
 
 /// `transaction` around SPI work, with both kinds of failure as one message.
-fn spi_transaction<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<R>) -> Result<R, String> {
+fn spi_transaction<R>(
+    f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<R>,
+) -> Result<R, String> {
     transaction(|| Spi::connect_mut(f))?.map_err(|e| e.to_string())
 }
 
@@ -122,7 +125,8 @@ fn wait(fd: std::os::fd::RawFd, timeout: Duration) {
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
-    let index = unsafe { i32::from_polymorphic_datum(arg, false, pg_sys::INT4OID) }.unwrap_or(0) as usize;
+    let index =
+        unsafe { i32::from_polymorphic_datum(arg, false, pg_sys::INT4OID) }.unwrap_or(0) as usize;
     IS_WORKER.set(true);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = guc::database();

@@ -119,7 +119,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(client: Client, concurrency: usize, per_endpoint: usize, wake_every: usize, waker: Waker) -> std::io::Result<Pool> {
+    pub fn new(
+        client: Client,
+        concurrency: usize,
+        per_endpoint: usize,
+        wake_every: usize,
+        waker: Waker,
+    ) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Notify::new(),
@@ -129,16 +135,23 @@ impl Pool {
             wake_every: AtomicUsize::new(wake_every.max(1)),
             waker,
         });
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let thread = {
             let shared = shared.clone();
-            std::thread::Builder::new().name("webhook_outbox-http".into()).spawn(move || {
-                block_signals();
-                runtime.block_on(dispatch(shared));
-                // Dropping the runtime here aborts the requests still in flight.
-            })?
+            std::thread::Builder::new()
+                .name("webhook_outbox-http".into())
+                .spawn(move || {
+                    block_signals();
+                    runtime.block_on(dispatch(shared));
+                    // Dropping the runtime here aborts the requests still in flight.
+                })?
         };
-        Ok(Pool { shared, thread: Some(thread) })
+        Ok(Pool {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     pub fn set_wake_every(&self, n: usize) {
@@ -146,7 +159,11 @@ impl Pool {
     }
 
     pub fn set_client(&self, client: Client) {
-        *self.shared.client.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
+        *self
+            .shared
+            .client
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
     }
 
     pub fn submit(&self, jobs: Vec<Job>) {
@@ -173,7 +190,13 @@ impl Pool {
 
     /// When the longest-waiting queued job was claimed.
     pub fn oldest_queued(&self) -> Option<Instant> {
-        self.shared.lock().queues.values().filter_map(|q| q.front()).map(|j| j.claimed_at).min()
+        self.shared
+            .lock()
+            .queues
+            .values()
+            .filter_map(|q| q.front())
+            .map(|j| j.claimed_at)
+            .min()
     }
 
     pub fn has_done(&self) -> bool {
@@ -183,7 +206,8 @@ impl Pool {
     /// Claimed and not yet reported back, per endpoint and in total.
     pub fn outstanding(&self) -> (usize, HashMap<i64, usize>) {
         let state = self.shared.lock();
-        let mut per: HashMap<i64, usize> = state.queues.iter().map(|(e, q)| (*e, q.len())).collect();
+        let mut per: HashMap<i64, usize> =
+            state.queues.iter().map(|(e, q)| (*e, q.len())).collect();
         for (e, n) in &state.running {
             *per.entry(*e).or_default() += n;
         }
@@ -247,7 +271,11 @@ async fn dispatch(shared: Arc<Shared>) {
             };
             let shared = shared.clone();
             tokio::spawn(async move {
-                let client = shared.client.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let client = shared
+                    .client
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 let outcome = client.send(&job.request).await;
                 finish(&shared, job.ticket, outcome);
             });
@@ -286,7 +314,9 @@ fn finish(shared: &Shared, ticket: Ticket, outcome: Outcome) {
         *n -= 1;
     }
     state.running_total -= 1;
-    if state.queues.get(&endpoint).is_some_and(|q| q.is_empty()) && state.running.get(&endpoint) == Some(&0) {
+    if state.queues.get(&endpoint).is_some_and(|q| q.is_empty())
+        && state.running.get(&endpoint) == Some(&0)
+    {
         state.queues.remove(&endpoint);
         state.running.remove(&endpoint);
     } else if state.runnable(endpoint, shared.per_endpoint) {

@@ -14,7 +14,9 @@ pub struct RateTable {
 
 impl Default for RateTable {
     fn default() -> Self {
-        RateTable { slots: [(0, 0); SLOTS] }
+        RateTable {
+            slots: [(0, 0); SLOTS],
+        }
     }
 }
 
@@ -57,7 +59,13 @@ impl RateTable {
             Some(j) => j,
             None => {
                 let j = window
-                    .min_by_key(|&j| if self.slots[j].0 == 0 { i64::MIN } else { self.slots[j].1 })
+                    .min_by_key(|&j| {
+                        if self.slots[j].0 == 0 {
+                            i64::MIN
+                        } else {
+                            self.slots[j].1
+                        }
+                    })
                     .unwrap_or(start);
                 self.slots[j] = (endpoint, 0);
                 j

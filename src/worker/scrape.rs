@@ -39,7 +39,10 @@ impl Scrape {
                     let _ = serve(stream, &shared, &wake);
                 }
             })?;
-        Ok(Scrape { board, address: address.to_owned() })
+        Ok(Scrape {
+            board,
+            address: address.to_owned(),
+        })
     }
 
     /// Whether a scrape is waiting for a rendering.
@@ -84,7 +87,11 @@ fn serve(stream: TcpStream, board: &Board, wake: &impl Fn()) -> std::io::Result<
         if left.is_zero() {
             break;
         }
-        slot = board.updated.wait_timeout(slot, left).unwrap_or_else(|p| p.into_inner()).0;
+        slot = board
+            .updated
+            .wait_timeout(slot, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
     let body = slot.1.clone();
     drop(slot);

@@ -51,8 +51,9 @@ impl WorkerSlot {
         self.last_error_at_ms = now_ms;
     }
     pub fn last_error(&self) -> Option<String> {
-        (self.last_error_len > 0)
-            .then(|| String::from_utf8_lossy(&self.last_error[..self.last_error_len as usize]).into_owned())
+        (self.last_error_len > 0).then(|| {
+            String::from_utf8_lossy(&self.last_error[..self.last_error_len as usize]).into_owned()
+        })
     }
 }
 
@@ -71,7 +72,11 @@ pub static RATES: PgLwLock<RateTable> = unsafe { PgLwLock::new(c"webhook_outbox_
 static AVAILABLE: AtomicBool = AtomicBool::new(false);
 
 pub fn init() {
-    pg_shmem_init!(WORKERS = Workers { slots: [WorkerSlot::default(); MAX_WORKERS] });
+    pg_shmem_init!(
+        WORKERS = Workers {
+            slots: [WorkerSlot::default(); MAX_WORKERS]
+        }
+    );
     pg_shmem_init!(RATES = RateTable::default());
     AVAILABLE.store(true, Ordering::Relaxed);
 }
