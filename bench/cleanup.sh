@@ -52,7 +52,7 @@ sizes() {
 cat > "$WORK/load.sql" <<'SQL'
 BEGIN;
 SELECT webhook_outbox.enqueue(1, 'order.paid', '{"order_id": 2}');
-SELECT webhook_outbox.record_attempt(id, 200, 3) FROM webhook_outbox.get_ready_deliveries(5);
+SELECT webhook_outbox.record_attempt(id, lease_token, 200, 3) FROM webhook_outbox.get_ready_deliveries(5);
 END;
 SQL
 load_start() {

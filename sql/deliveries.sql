@@ -2,6 +2,49 @@
 -- deliveries is in operations.sql (replay_dead_letters, with its audit log).
 -- Settling an attempt is Rust (src/settle.rs): it needs the retry rules of src/outcome.rs.
 
+-- Time conversions for the statements in Rust (src/settle.rs, the worker).
+-- Plain SQL without a SET clause, so that they are inlined; every name in
+-- them is qualified and every argument exactly typed, because they run as
+-- the worker's superuser and inside the caller's search_path. Any timestamp,
+-- infinite ones included, converts without an error: a row a less careful
+-- role wrote must not stop the worker's transactions.
+CREATE FUNCTION _epoch_ms(t timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+    -- Infinity compares like any other float8; 1e18 ms is 30 million years.
+    SELECT pg_catalog.round(GREATEST(LEAST(pg_catalog.date_part('epoch', t) OPERATOR(pg_catalog.*) 1000::float8,
+                                           1e18::float8), -1e18::float8))::bigint
+$$;
+COMMENT ON FUNCTION _epoch_ms(timestamptz) IS 'Internal: Unix milliseconds of a timestamp, infinities clamped to +-1e18.';
+
+CREATE FUNCTION _from_epoch_ms(ms bigint) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+    -- Clamped to the years 1970..9999: to_timestamp() raises an ERROR out of its range.
+    SELECT pg_catalog.to_timestamp(GREATEST(LEAST(ms, 253402300799000::bigint), 0::bigint)::float8
+                                   OPERATOR(pg_catalog./) 1000::float8)
+$$;
+COMMENT ON FUNCTION _from_epoch_ms(bigint) IS 'Internal: the timestamp of Unix milliseconds (clamped to 1970..9999).';
+
+CREATE FUNCTION _after_ms(delay_ms bigint) RETURNS timestamptz
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.now() OPERATOR(pg_catalog.+)
+           (LEAST(delay_ms, 315360000000::bigint)::float8 OPERATOR(pg_catalog.*) interval '1 millisecond')
+$$;
+COMMENT ON FUNCTION _after_ms(bigint) IS 'Internal: now() plus a delay in milliseconds (capped at ten years).';
+
+-- Milliseconds from now until t, within 0 .. one day (NULL stays NULL: nothing waits).
+CREATE FUNCTION _ms_until(t timestamptz) RETURNS bigint
+LANGUAGE sql VOLATILE STRICT
+AS $$
+    SELECT pg_catalog.round(pg_catalog.date_part('epoch',
+               GREATEST(LEAST(t, c OPERATOR(pg_catalog.+) interval '1 day'), c) OPERATOR(pg_catalog.-) c)
+           OPERATOR(pg_catalog.*) 1000::float8)::bigint
+    FROM (SELECT pg_catalog.clock_timestamp() AS c) now
+$$;
+COMMENT ON FUNCTION _ms_until(timestamptz) IS 'Internal: how long the worker may sleep until t, 0 .. one day.';
+
 -- What a claim may take now: due, and not under a lease (one that ran out
 -- counts as none). Read one endpoint at a time, in next_attempt_at order,
 -- from the due index; a claim locks rows through it (FOR UPDATE reaches the
@@ -25,14 +68,14 @@ COMMENT ON VIEW _claimable IS 'Internal: the deliveries a claim may take now (du
 -- be sent to now (open circuit, disabled, excluded) is never read: a dead
 -- receiver with a million rows waiting costs the others nothing. The oldest
 -- rows of all admitted endpoints go first.
--- The lease is locked_until alone (a HOT update: see deliveries in
+-- The lease is locked_until and its token alone (a HOT update: see deliveries in
 -- schema.sql), so leased rows stay in the due index and each endpoint's scan
 -- steps over those still held: at most the rows in flight. A lease that ran
 -- out (its worker died) makes the row due again, in its old place.
 CREATE FUNCTION _claim(p_limit integer, p_lease interval, p_exclude bigint[] DEFAULT '{}')
 RETURNS SETOF deliveries
 LANGUAGE plpgsql VOLATILE
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 -- The one good plan walks each endpoint's range of the due index in order and
 -- stops after p_limit rows; its cost must not grow with the backlog. The
 -- planner has two other choices, both of which read every due row: a seq scan
@@ -56,11 +99,11 @@ BEGIN
         FROM endpoints e
         JOIN health_metrics h ON h.webhook_id = e.id
         WHERE e.enabled
-          AND current_setting('webhook_outbox.mode') = 'on'
+          AND _setting('mode') = 'on'
           AND NOT e.id = ANY (p_exclude)
           AND (h.circuit_state = 'closed'
                OR (h.circuit_state = 'open'
-                   AND h.circuit_opened_at + current_setting('webhook_outbox.circuit_open_seconds')::interval <= now())
+                   AND h.circuit_opened_at + _setting('circuit_open_seconds')::interval <= now())
                OR (h.circuit_state = 'half_open' AND h.circuit_probe_at + p_lease <= now()))
     ), quota AS (
         -- Each endpoint's share of the batch: one row for a probe; with one
@@ -108,6 +151,7 @@ BEGIN
     -- generic plan's guess of chosen's size, which is no size at all.
     UPDATE deliveries d
     SET locked_until = now() + p_lease,
+        lease_token = gen_random_uuid(),
         attempt_count = d.attempt_count + 1
     WHERE d.id = ANY (ARRAY(SELECT id FROM chosen))
     RETURNING d.*;
@@ -123,7 +167,7 @@ COMMENT ON FUNCTION _claim(integer, interval, bigint[]) IS 'Internal: the claim 
 -- within a poll interval.
 CREATE FUNCTION _next_due() RETURNS timestamptz
 LANGUAGE sql STABLE
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 SET enable_seqscan = off  -- as in _claim
 SET enable_bitmapscan = off
 SET jit = off
@@ -131,8 +175,8 @@ AS $$
     SELECT min(CASE h.circuit_state
                    WHEN 'closed' THEN n.at
                    WHEN 'open' THEN greatest(n.at, h.circuit_opened_at
-                                             + current_setting('webhook_outbox.circuit_open_seconds')::interval)
-                   ELSE greatest(n.at, h.circuit_probe_at + current_setting('webhook_outbox.lease')::interval)
+                                             + _setting('circuit_open_seconds')::interval)
+                   ELSE greatest(n.at, h.circuit_probe_at + _setting('lease')::interval)
                END)
     FROM endpoints e
     JOIN health_metrics h ON h.webhook_id = e.id
@@ -151,7 +195,7 @@ COMMENT ON FUNCTION _next_due() IS 'Internal: when the worker''s next claim may 
 CREATE FUNCTION get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '30 seconds')
 RETURNS SETOF deliveries
 LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
     IF batch_size < 1 THEN
@@ -173,7 +217,7 @@ COMMENT ON FUNCTION get_ready_deliveries(integer, interval) IS
 -- Terminal statuses age by their own column, the key of their partial index.
 CREATE FUNCTION _age_column(status text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
     SELECT CASE status WHEN 'sent' THEN 'sent_at' WHEN 'shadow' THEN 'created_at' WHEN 'dead' THEN 'dead_at' END
 $$;
@@ -186,7 +230,7 @@ COMMENT ON FUNCTION _age_column(text) IS 'Internal: the timestamp a sent, shadow
 -- give no order.) First the id range, from the age index:
 CREATE FUNCTION _cleanup_range(status text, cutoff timestamptz, OUT first_id bigint, OUT last_id bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
     EXECUTE format('SELECT min(id), max(id) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', _age_column(status))
@@ -199,7 +243,7 @@ COMMENT ON FUNCTION _cleanup_range(text, timestamptz) IS
 -- Then one window: the matching rows among ids [from_id, from_id + batch_size), with their attempts.
 CREATE FUNCTION _cleanup_batch(status text, cutoff timestamptz, from_id bigint, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     deleted bigint;
@@ -227,7 +271,7 @@ CREATE FUNCTION cleanup(
     dry_run boolean DEFAULT false
 ) RETURNS TABLE (status text, deleted bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     batch_size constant integer := 10000;
@@ -269,7 +313,7 @@ COMMENT ON FUNCTION cleanup(interval, interval, interval, boolean) IS
 CREATE FUNCTION count_pending_by_status()
 RETURNS TABLE (status text, count bigint, oldest timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
     SELECT delivery_state(d.status, d.locked_until), count(*), min(d.created_at)
     FROM deliveries d

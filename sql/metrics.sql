@@ -7,7 +7,7 @@
 -- (backslash, double quote, newline); a NULL value becomes "".
 CREATE FUNCTION _prom_labels(VARIADIC pairs text[]) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
     SELECT '{' || string_agg(
                format('%s="%s"', pairs[i],
@@ -21,7 +21,7 @@ COMMENT ON FUNCTION _prom_labels(text[]) IS 'Internal: a Prometheus label set fr
 -- where a sample is '[suffix]{labels} value'.
 CREATE FUNCTION _prom_family(name text, kind text, help text, samples text[]) RETURNS text
 LANGUAGE sql IMMUTABLE
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
     SELECT format(E'# HELP %s %s\n# TYPE %s %s\n', name,
                   replace(replace(help, E'\\', E'\\\\'), E'\n', E'\\n'), name, kind)
@@ -35,7 +35,7 @@ COMMENT ON FUNCTION _prom_family(text, text, text, text[]) IS 'Internal: one Pro
 -- history included, on every scrape.
 CREATE FUNCTION metrics() RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 SET enable_seqscan = off
 AS $$
 DECLARE

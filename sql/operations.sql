@@ -54,7 +54,7 @@ CREATE FUNCTION replay_dead_letters(
     dry_run boolean DEFAULT false
 ) RETURNS TABLE (replay_id bigint, requeued bigint, delivery_ids bigint[])
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     -- The window applies to the time the row reached its status, the column
@@ -104,7 +104,7 @@ BEGIN
 
     -- Payload and event_id stay as they were: receivers dedupe on webhook-id.
     UPDATE deliveries d
-    SET status = 'pending', attempt_count = 0, next_attempt_at = now(), locked_until = NULL,
+    SET status = 'pending', attempt_count = 0, next_attempt_at = now(), locked_until = NULL, lease_token = NULL,
         last_status_code = NULL, last_error = NULL, sent_at = NULL, dead_at = NULL
     WHERE d.id = ANY (replay_dead_letters.delivery_ids);
 
@@ -129,7 +129,7 @@ COMMENT ON FUNCTION replay_dead_letters(bigint, text, timestamptz, timestamptz, 
 CREATE FUNCTION requeue_dead(max_rows integer DEFAULT 100, endpoint_id bigint DEFAULT NULL, dry_run boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
     SELECT requeued
     FROM replay_dead_letters(endpoint_id => requeue_dead.endpoint_id, max_rows => requeue_dead.max_rows,
@@ -140,8 +140,10 @@ COMMENT ON FUNCTION requeue_dead(integer, bigint, boolean) IS
 'payload and event_id are kept; returns the count. Shorthand for replay_dead_letters(), and logged in replay_log like it. dry_run counts without changing anything.';
 
 -- Neither SECURITY DEFINER nor a SET clause: either would forbid COMMIT in a
--- procedure. Names are schema-qualified instead, and the deleting is done by
--- _cleanup_batch(), which is SECURITY DEFINER.
+-- procedure. It runs with the caller's rights and search_path (a superuser's,
+-- in the runbook), so every function and operator in it is qualified and
+-- exactly typed: nothing can resolve to an object in another schema. The
+-- deleting is done by _cleanup_batch(), which is SECURITY DEFINER.
 CREATE PROCEDURE cleanup_in_batches(
     sent_older_than interval DEFAULT '14 days',
     shadow_older_than interval DEFAULT '7 days',
@@ -153,7 +155,9 @@ AS $$
 DECLARE
     statuses constant text[] := ARRAY['sent', 'shadow', 'dead'];
     -- Fixed at the start: now() moves on with every COMMIT.
-    cutoffs constant timestamptz[] := ARRAY[now() - sent_older_than, now() - shadow_older_than, now() - dead_older_than];
+    cutoffs constant timestamptz[] := ARRAY[pg_catalog.now() OPERATOR(pg_catalog.-) sent_older_than,
+                                            pg_catalog.now() OPERATOR(pg_catalog.-) shadow_older_than,
+                                            pg_catalog.now() OPERATOR(pg_catalog.-) dead_older_than];
     from_id bigint;
     last_id bigint;
     total bigint;
@@ -162,16 +166,17 @@ BEGIN
         RAISE EXCEPTION 'cleanup_in_batches needs an age for each status'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Use a very long interval to keep a status, e.g. ''100 years''.';
     END IF;
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR i IN 1 .. cardinality(statuses) LOOP
+    FOR i IN 1 .. 3 LOOP
         total := 0;
         SELECT r.first_id, r.last_id INTO from_id, last_id FROM webhook_outbox._cleanup_range(statuses[i], cutoffs[i]) r;
-        WHILE from_id <= last_id LOOP
-            total := total + webhook_outbox._cleanup_batch(statuses[i], cutoffs[i], from_id, batch_size);
-            from_id := from_id + batch_size;
+        WHILE from_id OPERATOR(pg_catalog.<=) last_id LOOP
+            total := total OPERATOR(pg_catalog.+)
+                     webhook_outbox._cleanup_batch(statuses[i], cutoffs[i], from_id, batch_size);
+            from_id := from_id OPERATOR(pg_catalog.+) batch_size::bigint;
             -- Each batch is its own transaction: no long-running snapshot holds
             -- back vacuum of the live queue, and autovacuum can already reclaim
             -- the rows deleted so far.

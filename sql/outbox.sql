@@ -1,18 +1,23 @@
 -- Putting events into the outbox: enqueue (one endpoint) and emit (fan-out).
 -- Both write in the caller's transaction, so an event exists iff it commits.
 
-CREATE FUNCTION _check_event(event_type text, payload jsonb) RETURNS void
+CREATE FUNCTION _check_event(event_type text, payload jsonb, event_id text, subject_id text) RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     size bigint;
-    max_size bigint := current_setting('webhook_outbox.max_payload_bytes')::bigint;
+    max_size bigint := _setting('max_payload_bytes')::bigint;
 BEGIN
     IF event_type IS NULL OR btrim(event_type) = '' THEN
         RAISE EXCEPTION 'event_type must not be empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the event, e.g. ''order.paid''.';
     END IF;
+    -- event_id becomes the webhook-id header; all three are checked here, by
+    -- the rule backfill() applies too, never later by the worker.
+    PERFORM _check_event_key('event_type', event_type);
+    PERFORM _check_event_key('event_id', event_id);
+    PERFORM _check_event_key('subject_id', subject_id);
     IF payload IS NULL THEN
         RAISE EXCEPTION 'payload must not be NULL'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Send ''{}''::jsonb for an event without data.';
@@ -34,25 +39,25 @@ CREATE FUNCTION enqueue(
     subject_id text DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    mode text := current_setting('webhook_outbox.mode');
+    mode text := _setting('mode');
     key text := coalesce(enqueue.event_id, gen_random_uuid()::text);
     id bigint;
 BEGIN
     IF enqueue.endpoint_id IS NULL THEN
         RAISE EXCEPTION 'endpoint_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM _check_event(enqueue.event_type, enqueue.payload);
+    PERFORM _check_event(enqueue.event_type, enqueue.payload, enqueue.event_id, enqueue.subject_id);
     IF mode = 'off' THEN
         RETURN NULL;
     END IF;
     INSERT INTO deliveries AS d (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts)
     SELECT e.id, key, enqueue.event_type, enqueue.payload, enqueue.subject_id,
            CASE mode WHEN 'shadow' THEN 'shadow' ELSE 'pending' END,
-           coalesce(e.max_attempts, current_setting('webhook_outbox.max_attempts')::integer)
+           coalesce(e.max_attempts, _setting('max_attempts')::integer)
     FROM endpoints e
     WHERE e.id = enqueue.endpoint_id
     ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
@@ -79,15 +84,15 @@ CREATE FUNCTION emit(
     flag text DEFAULT NULL
 ) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    mode text := current_setting('webhook_outbox.mode');
+    mode text := _setting('mode');
     key text := coalesce(emit.event_id, gen_random_uuid()::text);
     created integer;
 BEGIN
-    PERFORM _check_event(emit.event_type, emit.payload);
+    PERFORM _check_event(emit.event_type, emit.payload, emit.event_id, emit.subject_id);
     IF mode = 'off' THEN
         RETURN 0;
     END IF;
@@ -98,7 +103,7 @@ BEGIN
     INSERT INTO deliveries (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts, flag_key)
     SELECT e.id, key, emit.event_type, emit.payload, emit.subject_id,
            CASE mode WHEN 'shadow' THEN 'shadow' ELSE 'pending' END,
-           coalesce(e.max_attempts, current_setting('webhook_outbox.max_attempts')::integer),
+           coalesce(e.max_attempts, _setting('max_attempts')::integer),
            emit.flag
     FROM endpoints e
     WHERE e.enabled AND (e.event_types IS NULL OR emit.event_type = ANY (e.event_types))
@@ -116,7 +121,7 @@ COMMENT ON FUNCTION emit(text, jsonb, text, text, text) IS
 -- Wake the worker when a transaction that queued (or requeued) deliveries commits.
 CREATE FUNCTION _wake_trigger() RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
     PERFORM _wake_at_commit();

@@ -45,9 +45,11 @@ COMMENT ON COLUMN feature_flag_changes.changed_by IS 'session_user: the role tha
 COMMENT ON COLUMN feature_flag_changes.old_value IS 'The row before the change as jsonb; NULL for INSERT.';
 COMMENT ON COLUMN feature_flag_changes.new_value IS 'The row after the change as jsonb; NULL for DELETE and TRUNCATE.';
 
+-- A new flag gets both from the column defaults. Not forced on INSERT: a
+-- restore (pg_dump keeps this table, sql/backup.sql) inserts flags as they were.
 CREATE FUNCTION _feature_flags_stamp() RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
     NEW.updated_at := now();
@@ -57,17 +59,22 @@ END
 $$;
 COMMENT ON FUNCTION _feature_flags_stamp() IS 'Trigger: records when and by whom a flag was last changed.';
 CREATE TRIGGER feature_flags_stamp
-BEFORE INSERT OR UPDATE ON feature_flags
+BEFORE UPDATE ON feature_flags
 FOR EACH ROW EXECUTE FUNCTION _feature_flags_stamp();
 
 CREATE FUNCTION _feature_flags_changed() RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO feature_flag_changes (flag_key, operation, old_value)
         SELECT f.flag_key, TG_OP, to_jsonb(f) FROM feature_flags f;
+    ELSIF TG_OP = 'INSERT' AND NEW.updated_at < now() THEN
+        -- A flag restored from a dump (created earlier, not now): its history
+        -- is restored with feature_flag_changes; auditing it again would
+        -- also take ids the restored rows hold.
+        NULL;
     ELSE
         INSERT INTO feature_flag_changes (flag_key, operation, old_value, new_value)
         VALUES (coalesce(NEW.flag_key, OLD.flag_key), TG_OP, to_jsonb(OLD), to_jsonb(NEW));
@@ -88,7 +95,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION _feature_flags_changed();
 
 CREATE FUNCTION _check_name(param text, value text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
     IF value IS NULL THEN
@@ -104,7 +111,7 @@ COMMENT ON FUNCTION _check_name(text, text) IS 'Raises a clear error when a flag
 -- The flag, locked for the caller's update, or an error naming it.
 CREATE FUNCTION _lock_flag(p_flag_key text) RETURNS feature_flags
 LANGUAGE plpgsql VOLATILE
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     flag feature_flags;
@@ -129,7 +136,7 @@ CREATE FUNCTION set_rollout(
     salt text DEFAULT NULL
 ) RETURNS feature_flags
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -174,7 +181,7 @@ COMMENT ON FUNCTION set_rollout(text, integer, boolean, text, text) IS
 
 CREATE FUNCTION _edit_list(p_flag_key text, p_subject_id text, p_list text, p_add boolean) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     flag feature_flags := _lock_flag(p_flag_key);
@@ -201,33 +208,33 @@ COMMENT ON FUNCTION _edit_list(text, text, text, boolean) IS
 
 CREATE FUNCTION allowlist_add(flag_key text, subject_id text) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$ SELECT _edit_list(flag_key, subject_id, 'allowlist', true) $$;
 COMMENT ON FUNCTION allowlist_add(text, text) IS
 'Always emit for this subject while the flag is enabled (unless it is on the denylist). True if added, false if already there.';
 
 CREATE FUNCTION allowlist_remove(flag_key text, subject_id text) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$ SELECT _edit_list(flag_key, subject_id, 'allowlist', false) $$;
 COMMENT ON FUNCTION allowlist_remove(text, text) IS 'Take a subject off the allowlist. True if removed, false if it was not there.';
 
 CREATE FUNCTION denylist_add(flag_key text, subject_id text) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$ SELECT _edit_list(flag_key, subject_id, 'denylist', true) $$;
 COMMENT ON FUNCTION denylist_add(text, text) IS
 'Never emit for this subject, whatever the percentage or allowlist. True if added, false if already there.';
 
 CREATE FUNCTION denylist_remove(flag_key text, subject_id text) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$ SELECT _edit_list(flag_key, subject_id, 'denylist', false) $$;
 COMMENT ON FUNCTION denylist_remove(text, text) IS 'Take a subject off the denylist. True if removed, false if it was not there.';
 
 CREATE FUNCTION disable_flag(flag_key text) RETURNS feature_flags
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

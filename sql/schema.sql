@@ -35,6 +35,7 @@ CREATE TABLE deliveries (
     max_attempts     integer NOT NULL,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     locked_until     timestamptz,
+    lease_token      uuid,
     last_status_code integer,
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
@@ -42,7 +43,7 @@ CREATE TABLE deliveries (
     dead_at          timestamptz,
     flag_key         text,
     UNIQUE (endpoint_id, event_id),
-    -- Only a due delivery can be leased; settling tests the lease (src/settle.rs).
+    -- Only a due delivery can be leased; settling presents the lease's token (src/settle.rs).
     CHECK (locked_until IS NULL OR status IN ('pending', 'retry'))
 )
 -- A queue: every row is updated twice within seconds of its insert. The claim
@@ -71,6 +72,7 @@ COMMENT ON TABLE deliveries IS 'The outbox: one row per (endpoint, event). Writt
 COMMENT ON COLUMN deliveries.event_id IS 'Idempotency key, unique per endpoint; sent as webhook-id.';
 COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | retry | sent | dead. A pending or retry row with locked_until set is being sent: see delivery_state().';
 COMMENT ON COLUMN deliveries.locked_until IS 'Set while a worker holds the delivery (its lease); once past, the delivery can be claimed again.';
+COMMENT ON COLUMN deliveries.lease_token IS 'Random token of the current lease, set by each claim: only its holder can settle or release the delivery (record_attempt() takes it).';
 COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts one.';
 CREATE FUNCTION delivery_state(status text, locked_until timestamptz) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -1,5 +1,7 @@
 -- Operator views, read in psql. None exposes endpoints.secret: a role granted
--- only these views cannot read signing secrets.
+-- only these views cannot read signing secrets. Nor a URL's path and query,
+-- which often carry a token of their own: the views show scheme, host and
+-- port; the full URL is for roles with rights on the endpoints table.
 
 CREATE VIEW v_queue_status AS
 SELECT delivery_state(d.status, d.locked_until) AS status,
@@ -15,7 +17,7 @@ COMMENT ON VIEW v_queue_status IS 'Deliveries per status: count and age of the o
 CREATE VIEW v_webhook_health_dashboard AS
 SELECT e.id                                        AS webhook_id,
        e.name,
-       e.url,
+       substring(e.url FROM '^[^:/?#]+://[^/?#]*')  AS url,
        e.enabled,
        h.health_status,
        h.circuit_state,
@@ -47,7 +49,7 @@ LEFT JOIN (
     GROUP BY d.endpoint_id
 ) q ON q.endpoint_id = e.id
 ORDER BY e.id;
-COMMENT ON VIEW v_webhook_health_dashboard IS 'Per endpoint: health, circuit, success rate, average response time, queue counts, last error.';
+COMMENT ON VIEW v_webhook_health_dashboard IS 'Per endpoint: health, circuit, success rate, average response time, queue counts, last error. url shows scheme, host and port only.';
 
 CREATE VIEW v_degraded_webhooks AS
 SELECT *

@@ -214,7 +214,7 @@ pub fn init(preloading: bool) {
     GucRegistry::define_int_guc(
         c"webhook_outbox.lease",
         c"How long a claimed delivery stays reserved before another worker may take it again.",
-        c"Must exceed http_timeout: a worker that dies mid-batch leaves its deliveries to be sent again after the lease.",
+        c"A worker that dies mid-batch leaves its deliveries to be sent again after the lease. The worker uses at least http_timeout + 2s.",
         &LEASE_MS,
         1_000,
         86_400_000,
@@ -227,7 +227,7 @@ pub fn init(preloading: bool) {
         c"",
         &RATE_LIMIT_RPS,
         0.0,
-        1_000_000.0,
+        crate::worker::ratelimit::MAX_RPS,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -307,8 +307,16 @@ pub fn concurrency() -> usize {
 pub fn poll_interval_ms() -> u64 {
     POLL_INTERVAL_MS.get() as u64
 }
+/// What a lease must cover beyond a request's timeout: its wait in the
+/// queue before it starts, and settling its result.
+pub const SETTLE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The lease the worker takes: `lease`, raised if need be to outlast a
+/// request's timeout plus its queue wait and settle (a lease that ends while
+/// the request runs lets another worker send the same webhook at once).
 pub fn lease_ms() -> i64 {
-    LEASE_MS.get() as i64
+    let floor = HTTP_TIMEOUT_MS.get() as i64 + 2 * SETTLE_MARGIN.as_millis() as i64;
+    (LEASE_MS.get() as i64).max(floor)
 }
 pub fn rate_limit_rps() -> f64 {
     RATE_LIMIT_RPS.get()
@@ -330,4 +338,26 @@ pub fn http_config() -> Result<crate::delivery::HttpConfig, String> {
         allow_http: ALLOW_HTTP.get(),
         max_connections: CONCURRENCY.get() as usize * 2,
     })
+}
+
+/// `current_setting('webhook_outbox.' || name)` for SQL, through the library:
+/// calling it loads the library, which defines the settings first. Without
+/// `shared_preload_libraries` a fresh session would otherwise find no such
+/// setting, or a placeholder any role may `SET` before the library loads;
+/// loading checks such placeholders against the settings' privileges.
+#[pgrx::pg_extern(stable, strict, parallel_safe)]
+fn _setting(name: &str) -> Result<String, pgrx::pg_sys::panic::ErrorReport> {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(crate::api::invalid(
+            format!("no setting webhook_outbox.{name}"),
+            "",
+        ));
+    }
+    let full = CString::new(format!("webhook_outbox.{name}")).unwrap_or_default();
+    // SAFETY: a NUL-terminated name; missing_ok = false raises an ERROR for an unknown one.
+    let value =
+        unsafe { pgrx::pg_sys::GetConfigOptionByName(full.as_ptr(), std::ptr::null_mut(), false) };
+    Ok(unsafe { std::ffi::CStr::from_ptr(value) }
+        .to_string_lossy()
+        .into_owned())
 }

@@ -4,6 +4,7 @@
 
 use crate::circuit::{CircuitState, Health};
 use crate::outcome::{self, Verdict};
+use crate::worker::pool::Ticket;
 use crate::{guc, plans};
 use pgrx::spi::{self, SpiClient};
 use std::collections::{BTreeMap, HashSet};
@@ -13,10 +14,12 @@ use std::collections::{BTreeMap, HashSet};
 pub struct AttemptResult {
     pub delivery_id: i64,
     pub endpoint_id: i64,
-    /// `deliveries.attempt_count` when it was claimed: settling is skipped
-    /// if another claim (after an expired lease) has moved it on.
+    /// `deliveries.attempt_count` when it was claimed.
     pub attempt_no: i32,
     pub max_attempts: i32,
+    /// The claim's `lease_token`: a delivery claimed again since, settled,
+    /// or replayed carries another (or none), and is left as it is.
+    pub lease: [u8; 16],
     pub status_code: Option<i32>,
     pub duration_ms: Option<i32>,
     pub error: Option<String>,
@@ -30,6 +33,8 @@ pub struct AttemptResult {
 pub struct Settled {
     /// (delivery id, new status) for each delivery that was still ours.
     pub statuses: Vec<(i64, &'static str)>,
+    /// Results for leases that were no longer ours, left unwritten.
+    pub stale: usize,
     /// Endpoints among the results whose circuit is not closed now.
     pub open_circuits: HashSet<i64>,
 }
@@ -57,7 +62,7 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
         |f: &dyn Fn(&AttemptResult) -> Option<String>| results.iter().map(f).collect::<Vec<_>>();
     // A status without an error text still gets one, for v_dead_letters and last_error.
     let error_text = |r: &AttemptResult| match (&r.error, r.status_code) {
-        (Some(e), _) => Some(e.clone()),
+        (Some(e), _) => Some(bounded(e)),
         (None, Some(code)) if !(200..=299).contains(&code) => Some(format!("HTTP {code}")),
         _ => None,
     };
@@ -65,28 +70,29 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
         client,
         "WITH r AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[],
-                                  $6::bigint[], $7::text[], $8::int[], $9::bigint[])
-                 AS r(id, status, code, err, duration_ms, delay_ms, body, attempt_no, endpoint_id)
+                                  $6::bigint[], $7::text[], $8::int[], $9::bigint[], $10::uuid[])
+                 AS r(id, status, code, err, duration_ms, delay_ms, body, attempt_no, endpoint_id, lease)
          ), upd AS (
              UPDATE webhook_outbox.deliveries d
              SET status = r.status,
                  last_status_code = r.code,
                  last_error = r.err,
                  locked_until = NULL,
-                 next_attempt_at = CASE WHEN r.status = 'retry'
-                                        THEN now() + r.delay_ms * interval '1 millisecond'
+                 lease_token = NULL,
+                 next_attempt_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'retry'
+                                        THEN webhook_outbox._after_ms(r.delay_ms)
                                         ELSE d.next_attempt_at END,
-                 sent_at = CASE WHEN r.status = 'sent' THEN now() END,
-                 dead_at = CASE WHEN r.status = 'dead' THEN now() END
+                 sent_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'sent' THEN pg_catalog.now() END,
+                 dead_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'dead' THEN pg_catalog.now() END
              FROM r
-             -- Still our claim: leased, and not claimed again since.
-             WHERE d.id = r.id AND d.locked_until IS NOT NULL AND d.attempt_count = r.attempt_no
+             -- Still our claim: the lease we took, not one taken since.
+             WHERE d.id OPERATOR(pg_catalog.=) r.id AND d.lease_token OPERATOR(pg_catalog.=) r.lease
              RETURNING d.id, d.status
          ), log AS (
              INSERT INTO webhook_outbox.attempts
                  (delivery_id, endpoint_id, attempt_no, duration_ms, status_code, error, response_body)
              SELECT r.id, r.endpoint_id, r.attempt_no, r.duration_ms, r.code, r.err, r.body
-             FROM r JOIN upd USING (id)
+             FROM r JOIN upd ON upd.id OPERATOR(pg_catalog.=) r.id
          )
          SELECT id, status FROM upd",
         &[
@@ -106,6 +112,7 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
             column(&|r| r.response_body.clone()).into(),
             results.iter().map(|r| r.attempt_no).collect::<Vec<_>>().into(),
             results.iter().map(|r| r.endpoint_id).collect::<Vec<_>>().into(),
+            results.iter().map(|r| pgrx::Uuid::from_bytes(r.lease)).collect::<Vec<_>>().into(),
         ],
     )?;
     let mut ours = HashSet::new();
@@ -128,12 +135,14 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
             success: outcome::classify(r.status_code, r.permanent) == outcome::Class::Success,
             status_code: r.status_code,
             response_ms: r.duration_ms.map(f64::from),
-            error: r.error.clone(),
+            error: r.error.as_deref().map(bounded),
         })
         .collect();
     let open_circuits = record_health(client, &health)?;
+    let stale = results.len() - statuses.len();
     Ok(Settled {
         statuses,
+        stale,
         open_circuits,
     })
 }
@@ -168,12 +177,12 @@ pub fn record_health(
         client,
         "SELECT webhook_id, total_deliveries, successful_deliveries, failed_deliveries,
                 consecutive_failures, avg_response_time_ms, last_status_code,
-                (extract(epoch FROM last_success_at) * 1000)::bigint,
-                (extract(epoch FROM last_failure_at) * 1000)::bigint,
+                webhook_outbox._epoch_ms(last_success_at),
+                webhook_outbox._epoch_ms(last_failure_at),
                 last_error, circuit_state,
-                (extract(epoch FROM circuit_opened_at) * 1000)::bigint
+                webhook_outbox._epoch_ms(circuit_opened_at)
          FROM webhook_outbox.health_metrics
-         WHERE webhook_id = ANY ($1)
+         WHERE webhook_id OPERATOR(pg_catalog.=) ANY ($1)
          ORDER BY webhook_id
          FOR UPDATE",
         &[ids.into()],
@@ -218,15 +227,15 @@ pub fn record_health(
          SET total_deliveries = u.total, successful_deliveries = u.ok, failed_deliveries = u.failed,
              consecutive_failures = u.consecutive, avg_response_time_ms = u.avg_ms,
              last_status_code = u.code,
-             last_success_at = to_timestamp(u.success_at / 1000.0),
-             last_failure_at = to_timestamp(u.failure_at / 1000.0),
+             last_success_at = webhook_outbox._from_epoch_ms(u.success_at),
+             last_failure_at = webhook_outbox._from_epoch_ms(u.failure_at),
              last_error = u.err, health_status = u.health, circuit_state = u.circuit,
-             circuit_opened_at = to_timestamp(u.opened_at / 1000.0),
-             updated_at = now()
+             circuit_opened_at = webhook_outbox._from_epoch_ms(u.opened_at),
+             updated_at = pg_catalog.now()
          FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::float8[],
                      $7::int[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
              AS u(id, total, ok, failed, consecutive, avg_ms, code, success_at, failure_at, err, health, circuit, opened_at)
-         WHERE h.webhook_id = u.id",
+         WHERE h.webhook_id OPERATOR(pg_catalog.=) u.id",
         &[
             rows.keys().copied().collect::<Vec<_>>().into(),
             hs.iter().map(|h| h.total).collect::<Vec<_>>().into(),
@@ -251,27 +260,38 @@ pub fn record_health(
 }
 
 /// Put claimed deliveries back without counting an attempt (rate limit,
-/// shutdown, an endpoint whose circuit opened meanwhile): each becomes due at
-/// its `at_ms` (Unix milliseconds).
-pub fn release(client: &mut SpiClient<'_>, deliveries: &[(i64, i32, i64)]) -> spi::Result<()> {
+/// shutdown, an endpoint whose circuit opened meanwhile, a job too late to
+/// start): each becomes due at its `at_ms` (Unix milliseconds; 0 = now).
+pub fn release(client: &mut SpiClient<'_>, deliveries: &[(Ticket, i64)]) -> spi::Result<()> {
     if deliveries.is_empty() {
         return Ok(());
     }
     plans::execute(
         client,
         "UPDATE webhook_outbox.deliveries d
-         SET attempt_count = d.attempt_count - 1,
+         SET attempt_count = d.attempt_count OPERATOR(pg_catalog.-) 1,
              locked_until = NULL,
-             next_attempt_at = greatest(to_timestamp(r.at_ms / 1000.0), now())
-         FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS r(id, attempt_no, at_ms)
-         WHERE d.id = r.id AND d.locked_until IS NOT NULL AND d.attempt_count = r.attempt_no -- as in settle()",
+             lease_token = NULL,
+             next_attempt_at = GREATEST(webhook_outbox._from_epoch_ms(r.at_ms), pg_catalog.now())
+         FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) AS r(id, lease, at_ms)
+         WHERE d.id OPERATOR(pg_catalog.=) r.id AND d.lease_token OPERATOR(pg_catalog.=) r.lease -- as in settle()",
         &[
-            deliveries.iter().map(|d| d.0).collect::<Vec<_>>().into(),
+            deliveries.iter().map(|d| d.0.delivery_id).collect::<Vec<_>>().into(),
+            deliveries.iter().map(|d| pgrx::Uuid::from_bytes(d.0.lease)).collect::<Vec<_>>().into(),
             deliveries.iter().map(|d| d.1).collect::<Vec<_>>().into(),
-            deliveries.iter().map(|d| d.2).collect::<Vec<_>>().into(),
         ],
     )?;
     Ok(())
+}
+
+/// The longest error text kept in attempts, deliveries and health_metrics:
+/// receivers (and external workers) choose what it says, not how much is stored.
+pub const MAX_ERROR_BYTES: usize = 1024;
+
+pub fn bounded(error: &str) -> String {
+    let mut text = error.to_owned();
+    crate::delivery::truncate(&mut text, MAX_ERROR_BYTES);
+    text
 }
 
 pub fn now_ms() -> i64 {

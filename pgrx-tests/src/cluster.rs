@@ -103,6 +103,50 @@ impl Cluster {
         self.try_client().unwrap_or_else(|e| panic!("connect: {e}"))
     }
 
+    /// A connection as `user` to `dbname`.
+    pub fn connect(&self, user: &str, dbname: &str) -> Client {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .dbname(dbname)
+            .connect_timeout(Duration::from_secs(5))
+            .connect(NoTls)
+            .unwrap_or_else(|e| panic!("connect as {user} to {dbname}: {e}"))
+    }
+
+    /// Runs a client program of PostgreSQL 15 (`pg_dump`, `psql`, …) against
+    /// this cluster as `postgres`, with `args`; panics unless it succeeds.
+    pub fn tool(&self, program: &str, args: &[&str]) -> Output {
+        let port = self.port.to_string();
+        let out = self
+            .pg(program)
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The directory the cluster's files live in (readable by `postgres`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `pg_ctl stop -m fast`: how long the shutdown took (it must finish).
+    pub fn stop_fast(&self) -> Duration {
+        let started = std::time::Instant::now();
+        let out = self.pg("pg_ctl").args(["stop", "-w", "-t", "60", "-m", "fast", "-D"]).arg(self.data()).output();
+        assert!(out.is_ok_and(|o| o.status.success()), "pg_ctl stop -m fast failed");
+        started.elapsed()
+    }
+
     /// A fresh connection once the server accepts queries again after a crash
     /// restart (the postmaster kills every backend, ours included).
     pub fn reconnect(&self, timeout: Duration) -> Client {
@@ -160,7 +204,8 @@ impl Cluster {
         self.dir.path().join("server.log")
     }
 
-    fn log(&self) -> String {
+    /// The server log so far.
+    pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no server log: {e})"))
     }
 

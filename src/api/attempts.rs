@@ -34,14 +34,22 @@ fn check_result(
 }
 
 #[pg_extern(volatile, security_definer)]
-#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, webhook_outbox, pg_temp)]
 fn record_attempt(
-    delivery_id: i64,
+    delivery_id: Option<i64>,
+    lease_token: Option<pgrx::Uuid>,
     status_code: Option<i32>,
     response_time_ms: Option<i32>,
     error: default!(Option<&str>, "NULL"),
     retry_after: default!(Option<Interval>, "NULL"),
 ) -> Result<String, ErrorReport> {
+    let delivery_id = delivery_id.ok_or_else(|| not_null("delivery_id", ""))?;
+    let lease_token = lease_token.ok_or_else(|| {
+        not_null(
+            "lease_token",
+            "Pass the lease_token column of the row get_ready_deliveries() returned.",
+        )
+    })?;
     check_result(status_code, response_time_ms)?;
     let retry_after_ms = match retry_after.as_ref().map(interval_ms) {
         Some(ms) if ms < 0 => return Err(invalid("retry_after must not be negative", "")),
@@ -51,10 +59,11 @@ fn record_attempt(
         let row = client
             .update(
                 "SELECT endpoint_id, attempt_count, max_attempts,
-                        webhook_outbox.delivery_state(status, locked_until)
-                 FROM webhook_outbox.deliveries WHERE id = $1 FOR UPDATE",
+                        webhook_outbox.delivery_state(status, locked_until),
+                        lease_token OPERATOR(pg_catalog.=) $2
+                 FROM webhook_outbox.deliveries WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
                 None,
-                &[delivery_id.into()],
+                &[delivery_id.into(), lease_token.into()],
             )
             .map_err(spi_error)?;
         let Some(row) = row.into_iter().next() else {
@@ -72,11 +81,20 @@ fn record_attempt(
                 "Claim deliveries with webhook_outbox.get_ready_deliveries() before recording their attempts.",
             ));
         }
+        if row.get::<bool>(5).map_err(spi_error)? != Some(true) {
+            return Err(super::error(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("delivery {delivery_id} is not leased under this lease_token"),
+                "The lease ended and the delivery was claimed again (by you or another worker): nothing was recorded. \
+                 Report only results of your current claim, before its lease ends.",
+            ));
+        }
         let result = AttemptResult {
             delivery_id,
             endpoint_id: row.get(1).map_err(spi_error)?.unwrap_or_default(),
             attempt_no: row.get(2).map_err(spi_error)?.unwrap_or_default(),
             max_attempts: row.get(3).map_err(spi_error)?.unwrap_or_default(),
+            lease: *lease_token.as_bytes(),
             status_code,
             duration_ms: response_time_ms,
             error: error.map(str::to_owned),
@@ -94,16 +112,17 @@ fn record_attempt(
 }
 
 #[pg_extern(volatile, security_definer)]
-#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, webhook_outbox, pg_temp)]
 fn _update_webhook_health(
-    webhook_id: i64,
+    webhook_id: Option<i64>,
     status_code: Option<i32>,
     response_time_ms: Option<i32>,
     error: Option<&str>,
 ) -> Result<(), ErrorReport> {
+    let webhook_id = webhook_id.ok_or_else(|| not_null("webhook_id", ""))?;
     check_result(status_code, response_time_ms)?;
     let exists = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM webhook_outbox.health_metrics WHERE webhook_id = $1)",
+        "SELECT EXISTS (SELECT FROM webhook_outbox.health_metrics WHERE webhook_id OPERATOR(pg_catalog.=) $1)",
         &[webhook_id.into()],
     )
     .map_err(spi_error)?;
@@ -115,9 +134,17 @@ fn _update_webhook_health(
         success: matches!(status_code, Some(200..=299)),
         status_code,
         response_ms: response_time_ms.map(f64::from),
-        error: error.map(str::to_owned),
+        error: error.map(settle::bounded),
     };
     Spi::connect_mut(|client| settle::record_health(client, &[event]).map(drop)).map_err(spi_error)
+}
+
+fn not_null(name: &str, hint: &str) -> ErrorReport {
+    error(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{name} must not be NULL"),
+        hint,
+    )
 }
 
 fn error_undefined_endpoint(id: i64) -> ErrorReport {
@@ -130,15 +157,16 @@ fn error_undefined_endpoint(id: i64) -> ErrorReport {
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION record_attempt(bigint, integer, integer, text, interval) IS
-'Report the result of one HTTP attempt for a delivery claimed with get_ready_deliveries(); returns the new status. '
+COMMENT ON FUNCTION record_attempt(bigint, uuid, integer, integer, text, interval) IS
+'Report the result of one HTTP attempt for a delivery claimed with get_ready_deliveries(), with the lease_token of that claim; returns the new status. '
+'A token that is no longer the delivery''s (its lease ran out and it was claimed again) is refused and changes nothing. '
 '2xx: sent. NULL status (network error), 408, 429, 5xx: retry after the backoff step (or retry_after, capped), dead when attempts are exhausted. '
 'Other statuses: dead. Writes attempts and health_metrics. The same rules the background worker applies.';
 
 CREATE FUNCTION update_webhook_health(webhook_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL)
 RETURNS health_metrics
 LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = webhook_outbox, pg_catalog, pg_temp
+SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
     SELECT _update_webhook_health(webhook_id, status_code, response_time_ms, error);
     SELECT * FROM health_metrics WHERE health_metrics.webhook_id = update_webhook_health.webhook_id;

@@ -8,6 +8,7 @@
 
 use super::endpoints::spi_error;
 use super::{error, invalid};
+use crate::delivery::check_event_key;
 use crate::guc::{self, Mode};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -24,9 +25,6 @@ const CHUNK_EVENTS: usize = 5_000;
 const NOTICE_LIMIT: i64 = 100;
 /// How much of a failed line backfill_errors keeps.
 const KEPT_LINE_BYTES: usize = 1_024;
-/// Longer event ids would not fit a btree entry of the (endpoint_id, event_id)
-/// key, an error that would abort the whole run.
-const MAX_EVENT_ID_BYTES: usize = 1_024;
 
 /// The fields backfill reads. serde skips the rest of the object without
 /// building it, which is most of the parsing cost saved.
@@ -86,14 +84,14 @@ fn parse_line(line_no: i32, line: &str, max_payload_bytes: usize) -> Result<Even
         return Err("contains \\u0000, which jsonb cannot store".to_owned());
     }
     let event_id = required(fields.event_id.as_ref(), "event_id", true)?;
-    if event_id.len() > MAX_EVENT_ID_BYTES {
-        return Err(format!("event_id longer than {MAX_EVENT_ID_BYTES} bytes"));
-    }
+    check_event_key("event_id", &event_id)?;
     let event_type = required(fields.event_type.as_ref(), "event_type", false)?;
+    check_event_key("event_type", &event_type)?;
     required(fields.request_id.as_ref(), "request_id", true)?;
     required(fields.schema_version.as_ref(), "schema_version", true)?;
     let user_id = fields.actor.as_ref().and_then(|actor| actor.get("user_id"));
     let subject_id = required(user_id, "actor.user_id", true)?;
+    check_event_key("actor.user_id", &subject_id)?;
     Ok(Event {
         line_no,
         event_id,
@@ -149,7 +147,7 @@ impl Routes {
         let rows = client
             .select(
                 "SELECT id, enabled, event_types,
-                        coalesce($2, max_attempts, current_setting('webhook_outbox.max_attempts')::integer)
+                        coalesce($2, max_attempts, webhook_outbox._setting('max_attempts')::integer)
                  FROM webhook_outbox.endpoints WHERE $1::bigint IS NULL OR id = $1",
                 None,
                 &[endpoint_id.into(), max_attempts.into()],
@@ -380,7 +378,7 @@ impl Run {
 }
 
 #[pg_extern(volatile, security_definer)]
-#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, webhook_outbox, pg_temp)]
 fn backfill(
     ndjson: Option<&str>,
     endpoint_id: default!(Option<i64>, "NULL"),
@@ -442,7 +440,7 @@ fn backfill(
         let (id, max_payload_bytes) = client
             .update(
                 "INSERT INTO webhook_outbox.backfill_runs (endpoint_id, dry_run, mode) VALUES ($1, $2, $3)
-                 RETURNING id, current_setting('webhook_outbox.max_payload_bytes')::integer",
+                 RETURNING id, webhook_outbox._setting('max_payload_bytes')::integer",
                 None,
                 &[endpoint_id.into(), dry_run.into(), mode_name(mode).into()],
             )

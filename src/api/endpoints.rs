@@ -1,13 +1,14 @@
 //! `create_endpoint`: the one API function whose checks need Rust (URL policy, secrets).
 
 use super::{error, invalid};
+use crate::worker::ratelimit::{MAX_RPS, MIN_RPS};
 use crate::{delivery, guc};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 
 #[pg_extern(volatile, security_definer)]
-#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, webhook_outbox, pg_temp)]
 fn create_endpoint(
     url: Option<&str>,
     name: default!(Option<&str>, "NULL"),
@@ -60,10 +61,10 @@ fn create_endpoint(
         None => delivery::generate_secret(),
     };
     if let Some(rps) = rate_limit_rps {
-        if !rps.is_finite() || rps < 0.0 {
+        if !(rps == 0.0 || (MIN_RPS..=MAX_RPS).contains(&rps)) {
             return Err(invalid(
-                format!("rate_limit_rps must be a number >= 0, got {rps}"),
-                "Use 0 for unlimited, NULL for the webhook_outbox.rate_limit_rps default.",
+                format!("rate_limit_rps must be 0 (unlimited) or between {MIN_RPS} and {MAX_RPS}, got {rps}"),
+                "Give requests per second, e.g. 10; NULL for the webhook_outbox.rate_limit_rps default.",
             ));
         }
     }
@@ -145,6 +146,12 @@ extension_sql!(
 COMMENT ON FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb) IS
 'Register a webhook receiver; returns its id (the webhook id). The URL must be https (or http while webhook_outbox.allow_http is on), '
 'without credentials. A signing secret (whsec_...) is generated when not given.';
+-- The statement that calls it holds the secret, header values and the URL
+-- (often a credential itself); on an ERROR the server would log that text
+-- (log_min_error_statement = error by default). The error message itself
+-- names no value.
+ALTER FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb)
+    SET log_min_error_statement = panic;
 "#,
     name = "create_endpoint_comment",
     requires = [create_endpoint],

@@ -1,19 +1,18 @@
 //! Prometheus metrics. `metrics()` itself is SQL (sql/metrics.sql), so psql,
 //! an exporter and the worker's `/metrics` listener read the same text.
 
-use pgrx::prelude::*;
-
-/// The text of `webhook_outbox.metrics()`, for the worker's listener. Needs a
-/// transaction; an ERROR inside is raised, not returned, so call it where
-/// errors are caught (the worker's `transaction`).
-pub fn render_metrics() -> Result<String, String> {
-    Spi::get_one::<String>("SELECT webhook_outbox.metrics()")
-        .map_err(|e| format!("webhook_outbox.metrics(): {e}"))?
-        .ok_or_else(|| "webhook_outbox.metrics() returned NULL".to_owned())
+/// The text of `webhook_outbox.metrics()`, for the worker's listener. An
+/// ERROR inside is raised, not returned, so call it where errors are caught
+/// (the worker's transactions).
+pub fn render_metrics(client: &mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<Option<String>> {
+    client
+        .select("SELECT webhook_outbox.metrics()", None, &[])?
+        .first()
+        .get_one::<String>()
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
@@ -107,7 +106,7 @@ mod tests {
              SELECT count(*) FROM webhook_outbox.get_ready_deliveries(1);"
         ))
         .unwrap();
-        let text = super::render_metrics().unwrap();
+        let text = Spi::connect_mut(super::render_metrics).unwrap().unwrap();
         for line in [
             r#"webhook_queue_depth{status="pending"} 1"#,
             r#"webhook_queue_depth{status="retry"} 1"#,
@@ -141,7 +140,7 @@ mod tests {
         ))
         .unwrap();
 
-        let text = super::render_metrics().unwrap();
+        let text = Spi::connect_mut(super::render_metrics).unwrap().unwrap();
         assert_exposition(&text);
         let lines: Vec<&str> = text.lines().collect();
         let expected = [

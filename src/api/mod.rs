@@ -33,3 +33,11 @@ pub(crate) fn invalid(message: impl Into<String>, hint: &str) -> ErrorReport {
 pub(crate) fn interval_ms(i: &pgrx::datum::Interval) -> i64 {
     (i.as_micros() / 1_000).clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
+
+/// An event's id, type or subject as `enqueue`/`emit` take it: the rule of
+/// `delivery::check_event_key`, with `invalid_parameter_value`.
+/// Strict: a NULL subject (or a generated id) has nothing to check.
+#[pgrx::pg_extern(immutable, strict, parallel_safe)]
+fn _check_event_key(field: &str, value: &str) -> Result<(), ErrorReport> {
+    crate::delivery::check_event_key(field, value).map_err(|e| invalid(e, ""))
+}

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use std::time::Duration;
 
 #[pg_extern(volatile, security_definer)]
-#[search_path(webhook_outbox, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, webhook_outbox, pg_temp)]
 fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
     if max_rows < 1 {
         return Err(invalid(
@@ -25,8 +25,11 @@ fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
         )
     })?;
     Spi::connect_mut(|client| {
-        engine.claim(client, max_rows as usize).map_err(spi_error)?;
-        // Everything runs inside this transaction: wait for the requests, then settle.
+        // Everything runs inside this transaction, requests included: they
+        // leave before it commits, so a caller that rolls back has still sent
+        // them (at-least-once; receivers dedupe on webhook-id).
+        let batch = engine.claim(client, max_rows as usize).map_err(spi_error)?;
+        engine.submit(batch.jobs);
         let mut attempted = 0i64;
         loop {
             let idle = engine.idle();

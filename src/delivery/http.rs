@@ -37,6 +37,20 @@ use super::signature::sign;
 /// The response body is read up to this many bytes; the rest is discarded
 /// (the connection is then closed rather than drained).
 pub const RESPONSE_BODY_CAP: usize = 64 * 1024;
+/// How much of a redirect's `Location` an error message quotes.
+const MAX_LOCATION_BYTES: usize = 256;
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 /// How much of the response body is kept in [`Outcome::response_prefix`].
 pub const RESPONSE_PREFIX_BYTES: usize = 1024;
 
@@ -160,6 +174,29 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client").finish_non_exhaustive()
     }
+}
+
+/// Longest event id, type or subject: the id is a header value and part of
+/// the (endpoint_id, event_id) key, whose btree entries have a size limit.
+pub const MAX_EVENT_KEY_BYTES: usize = 255;
+
+/// Checks an event's id, type or subject where it is given (enqueue, emit,
+/// backfill): 1 to 255 printable ASCII characters, which any HTTP header
+/// value may carry. Caught there, never later as a dead letter or an index
+/// error that aborts the caller's transaction.
+pub fn check_event_key(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_EVENT_KEY_BYTES {
+        return Err(format!(
+            "{field} must be 1 to {MAX_EVENT_KEY_BYTES} bytes long, got {}",
+            value.len()
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!(
+            "{field} contains {c:?}: only printable ASCII characters (space to ~) are allowed, as in an HTTP header"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks one of an endpoint's extra headers, for `create_endpoint`.
@@ -294,7 +331,9 @@ impl Client {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
         let redirect = status.is_redirection().then(|| {
-            let location = header_text(LOCATION).unwrap_or_else(|| "nowhere".to_owned());
+            let mut location = header_text(LOCATION).unwrap_or_else(|| "nowhere".to_owned());
+            // The receiver chooses it: keep enough to recognise it, no more.
+            truncate(&mut location, MAX_LOCATION_BYTES);
             format!(
                 "redirect not followed (status {} to {location})",
                 status.as_u16()
@@ -678,6 +717,24 @@ mod tests {
     use crate::delivery::signature::tests::reference_signature;
     use crate::delivery::test_server::{response, serve};
     use std::net::TcpListener;
+
+    #[test]
+    fn event_keys_are_printable_ascii_of_bounded_length() {
+        assert!(check_event_key("event_id", "order-42-paid").is_ok());
+        assert!(check_event_key("event_id", &"x".repeat(255)).is_ok());
+        assert!(check_event_key("event_id", &"x".repeat(256))
+            .unwrap_err()
+            .contains("1 to 255 bytes"));
+        assert!(check_event_key("event_id", "")
+            .unwrap_err()
+            .contains("1 to 255 bytes"));
+        assert!(check_event_key("subject_id", "a\r\nx-evil: 1")
+            .unwrap_err()
+            .contains("'\\r'"));
+        assert!(check_event_key("event_type", "caf\u{e9}")
+            .unwrap_err()
+            .contains("printable ASCII"));
+    }
 
     fn config(allowed: &str) -> HttpConfig {
         HttpConfig {

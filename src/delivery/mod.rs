@@ -11,7 +11,7 @@ mod test_server;
 #[cfg(test)]
 mod tls_tests;
 
-pub use http::{validate_header, Client, HttpConfig, Outcome, Request};
+pub use http::{check_event_key, truncate, validate_header, Client, HttpConfig, Outcome, Request};
 pub use policy::{
     check_ip, classify, parse_cidrs, validate_url, Cidr, Refusal, Rule, TargetUrl, UrlError,
 };

@@ -7,7 +7,7 @@ extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
     "../../sql/deliveries.sql",
     name = "deliveries",
-    requires = ["schema"]
+    requires = ["schema", guc::_setting]
 );
 extension_sql_file!(
     "../../sql/views.sql",
@@ -18,7 +18,7 @@ extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 extension_sql_file!(
     "../../sql/outbox.sql",
     name = "outbox",
-    requires = ["deliveries"]
+    requires = ["deliveries", api::_check_event_key]
 );
 extension_sql_file!(
     "../../sql/operations.sql",
@@ -29,4 +29,9 @@ extension_sql_file!(
     "../../sql/metrics.sql",
     name = "metrics",
     requires = ["deliveries", "rollout"]
+);
+extension_sql_file!(
+    "../../sql/backup.sql",
+    name = "backup",
+    requires = ["deliveries", "operations", "rollout"]
 );

@@ -1,6 +1,9 @@
 //! record_attempt: the one place an attempt's outcome is decided.
 
-use super::{assert_fails, attempt, claim, delay_s, delivery, endpoint, enqueue, health, one, run};
+use super::{
+    assert_fails, attempt, claim, delay_s, delivery, endpoint, enqueue, health, lease, one, run,
+    update,
+};
 use pgrx::prelude::*;
 
 /// The attempts rows of a delivery as `attempt_no:status_code:duration_ms:error`.
@@ -158,7 +161,8 @@ fn record_attempt_backoff_has_jitter() {
     for d in &ids {
         assert_eq!(
             one::<String>(&format!(
-                "SELECT webhook_outbox.record_attempt({d}, 500, 1)"
+                "SELECT webhook_outbox.record_attempt({d}, {}, 500, 1)",
+                lease(*d)
             )),
             "retry"
         );
@@ -211,46 +215,107 @@ fn record_attempt_rejects_bad_input() {
     let d = enqueue(endpoint(""));
     let record = |args: String| format!("SELECT webhook_outbox.record_attempt({args})");
     assert_fails(
-        &record("-1, 200, 5".into()),
+        &record("-1, gen_random_uuid(), 200, 5".into()),
         "42704",
         "delivery -1 does not exist",
     );
     assert_fails(
-        &record(format!("{d}, 200, 5")),
+        &record("NULL, gen_random_uuid(), 200, 5".into()),
+        "22004",
+        "delivery_id must not be NULL",
+    );
+    assert_fails(
+        &record(format!("{d}, NULL, 200, 5")),
+        "22004",
+        "lease_token must not be NULL",
+    );
+    assert_fails(
+        &record(format!("{d}, gen_random_uuid(), 200, 5")),
         "55000",
         &format!("delivery {d} is pending, not sending"),
     );
     assert_eq!(claim(1), vec![d]);
+    let token = lease(d);
     assert_fails(
-        &record(format!("{d}, 99, 5")),
+        &record(format!("{d}, {token}, 99, 5")),
         "22023",
         "status_code must be an HTTP status (100-599), got 99",
     );
     assert_fails(
-        &record(format!("{d}, 600, 5")),
+        &record(format!("{d}, {token}, 600, 5")),
         "22023",
         "status_code must be an HTTP status (100-599), got 600",
     );
     assert_fails(
-        &record(format!("{d}, 200, -1")),
+        &record(format!("{d}, {token}, 200, -1")),
         "22023",
         "response_time_ms must be >= 0, got -1",
     );
     assert_fails(
-        &record(format!("{d}, 503, 5, NULL, '-1 second'")),
+        &record(format!("{d}, {token}, 503, 5, NULL, '-1 second'")),
         "22023",
         "retry_after must not be negative",
     );
     // A settled delivery cannot be recorded twice.
-    assert_eq!(one::<String>(&record(format!("{d}, 200, 5"))), "sent");
+    assert_eq!(
+        one::<String>(&record(format!("{d}, {token}, 200, 5"))),
+        "sent"
+    );
     assert_fails(
-        &record(format!("{d}, 200, 5")),
+        &record(format!("{d}, gen_random_uuid(), 200, 5")),
         "55000",
         &format!("delivery {d} is sent, not sending"),
     );
 }
 
+#[pg_test(schema = "tests")]
+fn record_attempt_needs_the_current_lease_token() {
+    let d = enqueue(endpoint(""));
+    assert_eq!(claim(1), vec![d]);
+    let first: pgrx::Uuid = delivery(d, "lease_token");
+    let record = |token: String| {
+        format!("SELECT webhook_outbox.record_attempt({d}, '{token}'::uuid, 200, 5)")
+    };
+    // A foreign token: refused, nothing written.
+    assert_fails(
+        &record("00000000-0000-0000-0000-000000000000".into()),
+        "55000",
+        &format!("delivery {d} is not leased under this lease_token"),
+    );
+    // The lease runs out and the delivery is claimed again: the first token is stale.
+    update(
+        "deliveries",
+        d,
+        "locked_until = now() - interval '1 second'",
+    );
+    assert_eq!(claim(1), vec![d]);
+    let second: pgrx::Uuid = delivery(d, "lease_token");
+    assert_ne!(first, second, "each claim takes a new token");
+    assert_fails(
+        &record(first.to_string()),
+        "55000",
+        &format!("delivery {d} is not leased under this lease_token"),
+    );
+    assert_eq!(
+        delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"),
+        "sending"
+    );
+    assert_eq!(delivery::<i32>(d, "attempt_count"), 2);
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT count(*) FROM webhook_outbox.attempts WHERE delivery_id = {d}"
+        )),
+        0
+    );
+    // The current holder settles it, and the token is spent.
+    assert_eq!(one::<String>(&record(second.to_string())), "sent");
+    assert!(
+        delivery::<bool>(d, "lease_token IS NULL"),
+        "the token is spent"
+    );
+}
+
 #[pg_test(schema = "tests", error = "delivery -1 does not exist")]
 fn record_attempt_unknown_delivery_is_an_error() {
-    run("SELECT webhook_outbox.record_attempt(-1, 200, 5)");
+    run("SELECT webhook_outbox.record_attempt(-1, gen_random_uuid(), 200, 5)");
 }

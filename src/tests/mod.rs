@@ -156,6 +156,11 @@ fn make_due(id: i64) {
     );
 }
 
+/// The delivery's current lease token, as SQL (for record_attempt).
+fn lease(id: i64) -> String {
+    format!("(SELECT lease_token FROM webhook_outbox.deliveries WHERE id = {id})")
+}
+
 /// Makes delivery `id` due, claims it (it must be the only due one) and
 /// reports `result` (e.g. `"500, 20"`); returns record_attempt's new status.
 #[track_caller]
@@ -163,7 +168,8 @@ fn attempt(id: i64, result: &str) -> String {
     make_due(id);
     assert_eq!(claim(100), vec![id], "claiming delivery {id}");
     one(&format!(
-        "SELECT webhook_outbox.record_attempt({id}, {result})"
+        "SELECT webhook_outbox.record_attempt({id}, {}, {result})",
+        lease(id)
     ))
 }
 

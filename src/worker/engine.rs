@@ -14,25 +14,23 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+// Statements here run as the worker's superuser, or inside run_once: names are
+// qualified and arguments exactly typed, so that only pg_catalog's operators match.
 const CLAIM: &str = "
     SELECT d.id, d.endpoint_id, d.event_id, d.payload::text, d.attempt_count, d.max_attempts,
-           e.url, e.secret, e.headers::text, coalesce(e.rate_limit_rps, $4)
-    FROM webhook_outbox._claim($1, $2 * interval '1 millisecond', $3) d
-    JOIN webhook_outbox.endpoints e ON e.id = d.endpoint_id";
+           e.url, e.secret, e.headers::text, coalesce(e.rate_limit_rps, $4), d.lease_token
+    FROM webhook_outbox._claim($1, $2::float8 OPERATOR(pg_catalog.*) interval '1 millisecond', $3) d
+    JOIN webhook_outbox.endpoints e ON e.id OPERATOR(pg_catalog.=) d.endpoint_id";
 
 /// Milliseconds until the next claim may find something (NULL: nothing waits).
 const NEXT_DUE: &str = "
-    SELECT greatest(0, extract(epoch FROM webhook_outbox._next_due() - clock_timestamp()) * 1000)::bigint";
+    SELECT webhook_outbox._ms_until(webhook_outbox._next_due())";
 
 pub struct Engine {
     pool: Pool,
     http: HttpConfig,
     concurrency: usize,
     waker: Waker,
-}
-
-fn half_lease() -> Duration {
-    Duration::from_millis(guc::lease_ms() as u64 / 2)
 }
 
 fn wake_every() -> usize {
@@ -98,13 +96,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Something to settle: results, or jobs queued for half a lease (to give back).
+    /// Something to settle: results, or queued jobs too late to start (to give back).
     pub fn has_results(&self) -> bool {
-        self.pool.has_done()
-            || self
-                .pool
-                .oldest_queued()
-                .is_some_and(|t| t.elapsed() >= half_lease())
+        self.pool.has_done() || self.pool.has_expired()
     }
 
     /// Deliveries claimed and not yet settled.
@@ -116,11 +110,12 @@ impl Engine {
         self.http.timeout
     }
 
-    /// Claim up to `max` deliveries and hand them to the HTTP thread; returns how
-    /// many were claimed (including those deferred by a rate limit).
-    pub fn claim(&mut self, client: &mut SpiClient<'_>, max: usize) -> spi::Result<usize> {
+    /// Claim up to `max` deliveries. The jobs go to the HTTP thread through
+    /// `submit`, once the claim has committed: a request must never leave
+    /// for a lease that was rolled back.
+    pub fn claim(&mut self, client: &mut SpiClient<'_>, max: usize) -> spi::Result<Batch> {
         if max == 0 {
-            return Ok(0);
+            return Ok(Batch::default());
         }
         let batch = guc::batch_size();
         // An endpoint with a full batch outstanding waits; the others go on.
@@ -142,14 +137,14 @@ impl Engine {
                 guc::rate_limit_rps().into(),
             ],
         )?;
-        let claimed_at = Instant::now();
+        let start_by = Instant::now() + self.start_within();
         let now_ms = settle::now_ms();
-        let claimed: Vec<Claimed> = rows
-            .map(|row| Claimed::read(&row))
+        let claimed: Vec<ClaimedRow> = rows
+            .map(|row| ClaimedRow::read(&row))
             .collect::<spi::Result<_>>()?;
         let count = claimed.len();
         let mut jobs = Vec::with_capacity(count);
-        let mut deferred: Vec<(i64, i32, i64)> = Vec::new();
+        let mut deferred: Vec<(Ticket, i64)> = Vec::new();
         let mut refused: Vec<AttemptResult> = Vec::new();
         // Deliveries of one endpoint deferred in this batch, so each gets its own later slot.
         let mut waiting: HashMap<i64, u32> = HashMap::new();
@@ -161,14 +156,14 @@ impl Engine {
                     rates.admit(ticket.endpoint_id, c.rps, now_ms * 1_000, queued)
                 {
                     *waiting.entry(ticket.endpoint_id).or_default() += 1;
-                    deferred.push((ticket.delivery_id, ticket.attempt_no, at_us / 1_000));
+                    deferred.push((ticket, at_us / 1_000));
                     continue;
                 }
                 match c.into_request(now_ms / 1_000) {
                     Ok(request) => jobs.push(Job {
                         ticket,
                         request,
-                        claimed_at,
+                        start_by,
                     }),
                     Err(error) => refused.push(failure(ticket, error)),
                 }
@@ -176,15 +171,25 @@ impl Engine {
         });
         settle::release(client, &deferred)?;
         settle::settle(client, &refused)?;
+        Ok(Batch { count, jobs })
+    }
+
+    /// Hand claimed jobs to the HTTP thread (after the claim committed).
+    pub fn submit(&self, jobs: Vec<Job>) {
         self.pool.submit(jobs);
-        Ok(count)
+    }
+
+    /// How long after its claim a request may still start: the lease less the
+    /// request's timeout and the time to settle it.
+    fn start_within(&self) -> Duration {
+        Duration::from_millis(guc::lease_ms() as u64)
+            .saturating_sub(self.http.timeout + guc::SETTLE_MARGIN)
     }
 
     /// Write back what the HTTP thread finished. Queued jobs of endpoints whose
     /// circuit just opened, and jobs queued for half a lease, are put back.
     pub fn settle(&mut self, client: &mut SpiClient<'_>) -> spi::Result<Settled> {
-        let stale = half_lease();
-        self.pool.release(|job| job.claimed_at.elapsed() >= stale);
+        self.pool.release(Job::expired);
         let mut results = Vec::new();
         let mut released = Vec::new();
         for done in self.pool.take_done() {
@@ -194,6 +199,7 @@ impl Engine {
                     endpoint_id: ticket.endpoint_id,
                     attempt_no: ticket.attempt_no,
                     max_attempts: ticket.max_attempts,
+                    lease: ticket.lease,
                     status_code: outcome.status.map(i32::from),
                     duration_ms: Some(outcome.duration_ms.min(i32::MAX as u32) as i32),
                     error: outcome.error,
@@ -201,10 +207,16 @@ impl Engine {
                     permanent: outcome.permanent,
                     response_body: outcome.response_prefix,
                 }),
-                Done::Released(t) => released.push((t.delivery_id, t.attempt_no, 0)),
+                Done::Released(t) => released.push((t, 0)),
             }
         }
         let written = settle::settle(client, &results)?;
+        if written.stale > 0 {
+            pgrx::log!(
+                "webhook_outbox: {} results not written: their leases had ended and the deliveries were claimed again",
+                written.stale
+            );
+        }
         settle::release(client, &released)?;
         if !written.open_circuits.is_empty() {
             self.pool
@@ -238,8 +250,16 @@ pub fn next_due_ms(client: &mut SpiClient<'_>) -> spi::Result<Option<i64>> {
         .get_one::<i64>()
 }
 
+/// What one claim took: the jobs to submit once it has committed, and how
+/// many deliveries it leased (those deferred by a rate limit included).
+#[derive(Default)]
+pub struct Batch {
+    pub count: usize,
+    pub jobs: Vec<Job>,
+}
+
 /// One row of `CLAIM`.
-struct Claimed {
+struct ClaimedRow {
     ticket: Ticket,
     event_id: String,
     payload: String,
@@ -249,14 +269,18 @@ struct Claimed {
     rps: f64,
 }
 
-impl Claimed {
-    fn read(row: &pgrx::spi::SpiHeapTupleData<'_>) -> spi::Result<Claimed> {
-        Ok(Claimed {
+impl ClaimedRow {
+    fn read(row: &pgrx::spi::SpiHeapTupleData<'_>) -> spi::Result<ClaimedRow> {
+        Ok(ClaimedRow {
             ticket: Ticket {
                 delivery_id: row.get(1)?.unwrap_or_default(),
                 endpoint_id: row.get(2)?.unwrap_or_default(),
                 attempt_no: row.get(5)?.unwrap_or_default(),
                 max_attempts: row.get(6)?.unwrap_or_default(),
+                lease: row
+                    .get::<pgrx::Uuid>(11)?
+                    .map(|u| *u.as_bytes())
+                    .unwrap_or_default(),
             },
             event_id: row.get(3)?.unwrap_or_default(),
             payload: row.get(4)?.unwrap_or_default(),
@@ -304,6 +328,7 @@ fn failure(ticket: Ticket, error: String) -> AttemptResult {
         endpoint_id: ticket.endpoint_id,
         attempt_no: ticket.attempt_no,
         max_attempts: ticket.max_attempts,
+        lease: ticket.lease,
         status_code: None,
         duration_ms: None,
         error: Some(error),

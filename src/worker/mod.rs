@@ -142,6 +142,15 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
         );
+        // The worker is a superuser: nothing it runs may resolve a name to an
+        // object another role created (a function in `public` that matches
+        // an argument type more exactly than pg_catalog's would win).
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
     }
     shmem::with_slot(index, |slot| {
         *slot = shmem::WorkerSlot::default();
@@ -153,6 +162,10 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
     run(index);
     shmem::with_slot(index, |slot| *slot = shmem::WorkerSlot::default());
     log!("webhook_outbox worker {index}: stopped");
+    // Exit code 1: the postmaster starts the worker again after its restart
+    // time, unless the server is shutting down. A worker ended by
+    // pg_terminate_backend (code 0 would mean "done for good") comes back.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 fn run(index: usize) {
@@ -167,11 +180,13 @@ fn run(index: usize) {
     let mut scrape: Option<Scrape> = None;
     let mut sleep = Duration::ZERO;
     let mut last_error = String::new();
-    // Checked again after any failed transaction (the extension may have been dropped).
-    let mut ready = false;
     loop {
         wait(waker.fd(), sleep);
         waker.clear();
+        // Whatever state the worker is in (paused, idle, waiting for the
+        // extension), it absorbs interrupts and signal barriers here: a
+        // DROP DATABASE elsewhere in the cluster waits for every backend.
+        pgrx::check_for_interrupts!();
         if BackgroundWorker::sigterm_received() {
             break;
         }
@@ -195,29 +210,20 @@ fn run(index: usize) {
                 }
             },
         };
-        if !ready {
-            match transaction(extension_ready) {
-                Ok(true) => ready = true,
-                // The extension is not there (yet, or any more): wait, don't crash-loop.
-                Ok(false) => continue,
-                Err(err) => {
-                    note_error(index, &mut last_error, &err);
-                    continue;
-                }
-            }
-        }
         if e.has_results() {
             report_activity(c"settling");
-            match spi_transaction(|c| e.settle(c)) {
-                Ok(s) => shmem::with_slot(index, |slot| {
+            match installed_transaction(|c| e.settle(c)) {
+                Ok(Some(s)) => shmem::with_slot(index, |slot| {
                     slot.sent += s.sent;
                     slot.failed += s.failed;
                     slot.last_active_ms = now_ms();
                 }),
-                Err(err) => {
-                    ready = false;
-                    note_error(index, &mut last_error, &format!("settle: {err}"));
+                // Dropped: nothing to settle into, and nothing more to send.
+                Ok(None) => {
+                    engine = None;
+                    continue;
                 }
+                Err(err) => note_error(index, &mut last_error, &format!("settle: {err}")),
             }
         }
         if guc::mode() != Mode::On {
@@ -239,22 +245,26 @@ fn run(index: usize) {
             continue;
         }
         report_activity(c"claiming");
-        let claimed = spi_transaction(|c| {
-            if e.claim(c, want)? == want {
-                return Ok(Some(Duration::ZERO)); // a full batch: there may be more
+        let claimed = installed_transaction(|c| {
+            let claimed = e.claim(c, want)?;
+            if claimed.count == want {
+                return Ok((claimed.jobs, Some(Duration::ZERO))); // a full batch: there may be more
             }
             // A row can be due yet unclaimable (its endpoint has a full batch
             // out): the floor keeps that from becoming a busy loop.
-            Ok(engine::next_due_ms(c)?.map(|ms| Duration::from_millis(ms.max(MIN_NAP_MS) as u64)))
+            let due =
+                engine::next_due_ms(c)?.map(|ms| Duration::from_millis(ms.max(MIN_NAP_MS) as u64));
+            Ok((claimed.jobs, due))
         });
         match claimed {
-            Ok(due) => sleep = sleep.min(due.unwrap_or(sleep)),
-            Err(err) => {
-                ready = false;
-                note_error(index, &mut last_error, &format!("claim: {err}"));
+            Ok(Some((jobs, due))) => {
+                // Committed: only now may the requests leave.
+                e.submit(jobs);
+                sleep = sleep.min(due.unwrap_or(sleep));
             }
+            Ok(None) => report_activity(c"waiting for CREATE EXTENSION webhook_outbox"),
+            Err(err) => note_error(index, &mut last_error, &format!("claim: {err}")),
         }
-        report_activity(c"waiting");
     }
     if let Some(e) = engine {
         shutdown(e, &waker);
@@ -266,9 +276,14 @@ fn run(index: usize) {
 fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut String) {
     let address = guc::metrics_listen();
     if scrape.as_ref().map(|s| s.address.as_str()) != Some(address.as_str()) {
-        // A listener thread cannot be stopped; a changed address starts a new
-        // one, and the old one keeps serving its last text until restart.
-        *scrape = None;
+        // Dropping the old listener closes its socket before the new bind, so
+        // the same port can be taken again (e.g. 127.0.0.1:9187 -> 0.0.0.0:9187).
+        if let Some(old) = scrape.take() {
+            log!(
+                "webhook_outbox: stopped serving GET /metrics on {}",
+                old.address
+            );
+        }
         if !address.is_empty() {
             let wake = waker.clone();
             match Scrape::start(&address, move || wake.wake()) {
@@ -281,9 +296,16 @@ fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut St
         }
     }
     if let Some(s) = scrape.as_ref().filter(|s| s.wanted()) {
-        match transaction(crate::api::metrics::render_metrics) {
-            Ok(Ok(text)) => s.publish(text),
-            Ok(Err(e)) | Err(e) => s.publish(format!("# metrics unavailable: {e}\n")),
+        match installed_transaction(crate::api::metrics::render_metrics) {
+            Ok(Some(Some(text))) => s.publish(text),
+            Ok(Some(None)) => {
+                s.publish("# metrics unavailable: webhook_outbox.metrics() returned NULL\n".into())
+            }
+            Ok(None) => s.publish(format!(
+                "# webhook_outbox is not installed in database {}\n",
+                guc::database()
+            )),
+            Err(e) => s.publish(format!("# metrics unavailable: {e}\n")),
         }
     }
 }
@@ -297,17 +319,56 @@ fn shutdown(mut e: Engine, waker: &Waker) {
         wait(waker.fd(), Duration::from_millis(50));
         waker.clear();
     }
-    if let Err(err) = spi_transaction(|c| e.settle(c)) {
+    if let Err(err) = installed_transaction(|c| e.settle(c)) {
         warning!("webhook_outbox: settling at shutdown failed, leases will expire: {err}");
     }
 }
 
-/// The extension's tables exist in this database (CREATE EXTENSION may come later, or be dropped).
-fn extension_ready() -> bool {
-    Spi::get_one::<bool>("SELECT to_regclass('webhook_outbox.deliveries') IS NOT NULL")
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+/// Whether the schema the worker calls into is the installed extension's:
+/// `webhook_outbox` is in pg_extension, its schema is that extension's
+/// (pg_depend), owned by the extension's owner, and the claim function is a
+/// member of it. A schema of that name that another role created, in a
+/// database without the extension or after DROP EXTENSION, is never called.
+const INSTALLED: &str = "
+    SELECT EXISTS (
+        SELECT FROM pg_catalog.pg_extension x
+        JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) x.extnamespace
+        JOIN pg_catalog.pg_depend s
+          ON s.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+         AND s.objid OPERATOR(pg_catalog.=) x.oid
+         AND s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+         AND s.refobjid OPERATOR(pg_catalog.=) n.oid
+        JOIN pg_catalog.pg_depend m
+          ON m.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+         AND m.objid OPERATOR(pg_catalog.=)
+             pg_catalog.to_regprocedure('webhook_outbox._claim(integer,interval,bigint[])'::pg_catalog.text)
+         AND m.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+         AND m.refobjid OPERATOR(pg_catalog.=) x.oid
+         AND m.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\"
+        WHERE x.extname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
+          AND n.nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
+          AND n.nspowner OPERATOR(pg_catalog.=) x.extowner)";
+
+fn installed(client: &mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<bool> {
+    Ok(crate::plans::execute(client, INSTALLED, &[])?
+        .first()
+        .get_one::<bool>()?
+        .unwrap_or(false))
+}
+
+/// `spi_transaction`, run only if the extension is installed (`None` if not):
+/// checked in every transaction, since the extension may be dropped, and a
+/// schema of its name planted, at any time.
+fn installed_transaction<R>(
+    f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<R>,
+) -> Result<Option<R>, String> {
+    spi_transaction(|c| {
+        if installed(c)? {
+            f(c).map(Some)
+        } else {
+            Ok(None)
+        }
+    })
 }
 
 /// Log an error once per change, and keep it for v_worker_status.

@@ -4,8 +4,8 @@
 //! flight: waiting on a socket costs nothing there, where a blocking thread
 //! per request paid a sleep and a wake-up each time. Claimed jobs wait in one
 //! queue per endpoint; a free slot takes the next job round-robin from an
-//! endpoint that has fewer than `per_endpoint` requests running, so a slow or
-//! dead endpoint can hold at most that many slots and never all of them.
+//! endpoint that has fewer than its share of the slots running (see
+//! `State::share`), so slow or dead endpoints never hold them all.
 //! Finished jobs are collected by the main thread, which is woken through a
 //! [`Waker`] it waits on beside its latch.
 
@@ -25,12 +25,23 @@ pub struct Ticket {
     pub endpoint_id: i64,
     pub attempt_no: i32,
     pub max_attempts: i32,
+    /// `deliveries.lease_token` of this claim: settling presents it, and a
+    /// delivery claimed again since (a new token) is not changed.
+    pub lease: [u8; 16],
 }
 
 pub struct Job {
     pub ticket: Ticket,
     pub request: Request,
-    pub claimed_at: Instant,
+    /// The last moment the request may start and still end (timeout, settle)
+    /// within the lease; later, another worker may already have claimed it.
+    pub start_by: Instant,
+}
+
+impl Job {
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.start_by
+    }
 }
 
 pub enum Done {
@@ -53,9 +64,28 @@ struct State {
 }
 
 impl State {
-    fn runnable(&self, endpoint: i64, per_endpoint: usize) -> bool {
+    /// How many requests one endpoint may have running: a fair share of
+    /// the slots among the endpoints with work, and never more than
+    /// `per_endpoint`. Two slow receivers then cannot take every slot from a
+    /// third, fast one.
+    fn share(&self, shared: &Shared) -> usize {
+        (shared.concurrency / self.queues.len().max(1)).clamp(1, shared.per_endpoint)
+    }
+
+    /// An endpoint left: the others' share grew, and some may run more now.
+    fn refill(&mut self, shared: &Shared) {
+        let runnable: Vec<i64> = self
+            .queues
+            .keys()
+            .copied()
+            .filter(|e| self.runnable(*e, shared))
+            .collect();
+        self.ready.extend(runnable);
+    }
+
+    fn runnable(&self, endpoint: i64, shared: &Shared) -> bool {
         self.queues.get(&endpoint).is_some_and(|q| !q.is_empty())
-            && self.running.get(&endpoint).copied().unwrap_or(0) < per_endpoint
+            && self.running.get(&endpoint).copied().unwrap_or(0) < self.share(shared)
             && !self.ready.contains(&endpoint)
     }
 }
@@ -175,7 +205,7 @@ impl Pool {
             let endpoint = job.ticket.endpoint_id;
             state.queues.entry(endpoint).or_default().push_back(job);
             state.queued_total += 1;
-            if state.runnable(endpoint, self.shared.per_endpoint) {
+            if state.runnable(endpoint, &self.shared) {
                 state.ready.push_back(endpoint);
             }
         }
@@ -188,15 +218,14 @@ impl Pool {
         std::mem::take(&mut self.shared.lock().done)
     }
 
-    /// When the longest-waiting queued job was claimed.
-    pub fn oldest_queued(&self) -> Option<Instant> {
+    /// Whether a queued job has waited past its `start_by` (to be given back).
+    pub fn has_expired(&self) -> bool {
         self.shared
             .lock()
             .queues
             .values()
-            .filter_map(|q| q.front())
-            .map(|j| j.claimed_at)
-            .min()
+            .filter_map(VecDeque::front)
+            .any(Job::expired)
     }
 
     pub fn has_done(&self) -> bool {
@@ -289,16 +318,35 @@ async fn dispatch(shared: Arc<Shared>) {
 fn next_job(shared: &Shared, state: &mut State) -> Option<Job> {
     while state.running_total < shared.concurrency {
         let endpoint = state.ready.pop_front()?;
+        // Its share shrank since it queued (more endpoints have work): its
+        // next finished request puts it back in turn.
+        if state.running.get(&endpoint).copied().unwrap_or(0) >= state.share(shared) {
+            continue;
+        }
         let Some(job) = state.queues.get_mut(&endpoint).and_then(|q| q.pop_front()) else {
             continue;
         };
-        *state.running.entry(endpoint).or_default() += 1;
         state.queued_total -= 1;
+        if job.expired() {
+            // Sent now, it could still be running when its lease ends.
+            state.done.push(Done::Released(job.ticket));
+            shared.waker.wake();
+            if state.queues.get(&endpoint).is_some_and(VecDeque::is_empty)
+                && !state.running.contains_key(&endpoint)
+            {
+                state.queues.remove(&endpoint);
+                state.refill(shared);
+            } else if state.runnable(endpoint, shared) {
+                state.ready.push_back(endpoint);
+            }
+            continue;
+        }
+        *state.running.entry(endpoint).or_default() += 1;
         state.running_total += 1;
         if state.queued_total == shared.wake_every.load(Ordering::Relaxed) {
             shared.waker.wake();
         }
-        if state.runnable(endpoint, shared.per_endpoint) {
+        if state.runnable(endpoint, shared) {
             state.ready.push_back(endpoint);
         }
         return Some(job);
@@ -319,7 +367,8 @@ fn finish(shared: &Shared, ticket: Ticket, outcome: Outcome) {
     {
         state.queues.remove(&endpoint);
         state.running.remove(&endpoint);
-    } else if state.runnable(endpoint, shared.per_endpoint) {
+        state.refill(shared);
+    } else if state.runnable(endpoint, shared) {
         state.ready.push_back(endpoint);
     }
     state.done.push(Done::Attempted(ticket, outcome));

@@ -20,6 +20,16 @@ impl Default for RateTable {
     }
 }
 
+/// The longest spacing between two requests: one a day. `create_endpoint`
+/// refuses rates below `MIN_RPS`; this bounds rates written some other way.
+const MAX_INTERVAL_US: i64 = 86_400 * 1_000_000;
+
+/// The lowest rate limit an endpoint may set (one request every 1000 s);
+/// 0 means unlimited.
+pub const MIN_RPS: f64 = 0.001;
+/// The highest rate limit an endpoint may set.
+pub const MAX_RPS: f64 = 1_000_000.0;
+
 /// When a request may go: now, or later (deferred, not failed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -37,14 +47,16 @@ impl RateTable {
         if rps.is_nan() || rps <= 0.0 || rps.is_infinite() {
             return Admit::Now;
         }
-        let interval = (1_000_000.0 / rps).max(1.0) as i64;
+        // Saturating: a rate no input check let through (a row written
+        // directly) must not overflow the time arithmetic of every claim.
+        let interval = (1_000_000.0 / rps).clamp(1.0, MAX_INTERVAL_US as f64) as i64;
         let slot = self.slot(endpoint);
         let tat = slot.1.max(now_us);
         if queued == 0 && tat <= now_us {
-            slot.1 = tat + interval;
+            slot.1 = tat.saturating_add(interval);
             Admit::Now
         } else {
-            Admit::At(tat + interval * queued as i64)
+            Admit::At(tat.saturating_add(interval.saturating_mul(i64::from(queued))))
         }
     }
 
@@ -123,6 +135,17 @@ mod tests {
         // After a long pause only one request goes at once (burst of one).
         assert_eq!(t.admit(1, 1.0, 100 * SEC, 0), Admit::Now);
         assert_eq!(t.admit(1, 1.0, 100 * SEC, 0), Admit::At(101 * SEC));
+    }
+
+    #[test]
+    fn absurd_rates_saturate_instead_of_overflowing() {
+        let mut t = RateTable::default();
+        assert_eq!(t.admit(9, 2e-13, i64::MAX - 5, 0), Admit::Now);
+        assert_eq!(
+            t.admit(9, 2e-13, i64::MAX - 5, u32::MAX),
+            Admit::At(i64::MAX)
+        );
+        assert_eq!(t.admit(9, 2e-13, 0, 1), Admit::At(i64::MAX));
     }
 
     #[test]

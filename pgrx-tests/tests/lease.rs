@@ -1,0 +1,111 @@
+//! A lease is an ownership token: a request leaves only after its claim has
+//! committed, and never while another lease on the same delivery runs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use webhook_outbox_it::outbox::{self, EndpointOpts};
+use webhook_outbox_it::{wait_until, Cluster, Receiver, Reply};
+
+#[test]
+fn a_queued_job_past_its_lease_is_never_sent_twice_at_once() {
+    // One request at a time, each taking most of the timeout: the batch's
+    // later jobs wait in the queue longer than their lease allows. (lease
+    // 1s is raised by the worker to http_timeout + 2 s.)
+    const TAKES: Duration = Duration::from_millis(900);
+    let cluster = Cluster::start(&[
+        ("webhook_outbox.concurrency", "1"),
+        ("webhook_outbox.lease", "1s"),
+        ("webhook_outbox.http_timeout", "1s"),
+    ]);
+    let rx = Receiver::http(vec![Reply::ok().after(TAKES)]);
+    let mut db = cluster.client();
+    let ep = outbox::create_endpoint(&mut db, &rx.url(), &EndpointOpts::default());
+    let ids = outbox::enqueue_seq(&mut db, ep.id, 8);
+    for id in &ids {
+        outbox::wait_for_status(&mut db, *id, "sent", Duration::from_secs(60));
+    }
+    let mut arrivals: HashMap<String, Vec<std::time::Instant>> = HashMap::new();
+    for r in rx.requests() {
+        arrivals.entry(r.webhook_id().to_owned()).or_default().push(r.at);
+    }
+    assert_eq!(arrivals.len(), ids.len(), "every delivery reached the receiver");
+    for (id, mut at) in arrivals {
+        at.sort();
+        for pair in at.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= TAKES, "{id} was sent again {gap:?} after itself, while the first request ran");
+        }
+    }
+}
+
+#[test]
+fn an_error_after_the_claim_sends_nothing() {
+    let cluster = Cluster::start(&[]);
+    let rx = Receiver::http(vec![Reply::ok()]);
+    let mut db = cluster.client();
+    // A rate limit makes the claim give two of the three rows back in the
+    // same transaction; a trigger fails that, after the first was admitted.
+    let ep =
+        outbox::create_endpoint(&mut db, &rx.url(), &EndpointOpts { rate_limit_rps: Some(1.0), ..Default::default() });
+    db.batch_execute(
+        "CREATE FUNCTION public.fail_release() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.attempt_count < OLD.attempt_count THEN
+                 RAISE EXCEPTION 'injected failure after the claim';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_release BEFORE UPDATE ON webhook_outbox.deliveries
+         FOR EACH ROW EXECUTE FUNCTION public.fail_release();",
+    )
+    .expect("trigger");
+    let ids = outbox::enqueue_seq(&mut db, ep.id, 3);
+    assert!(
+        wait_until(Duration::from_secs(10), || cluster.log().contains("injected failure after the claim")),
+        "the claim did not fail"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(rx.request_count(), 0, "a request left for a claim that was rolled back");
+    for id in &ids {
+        assert_eq!(outbox::delivery(&mut db, *id).attempt_count, 0, "the lease was rolled back");
+    }
+
+    db.batch_execute("DROP TRIGGER fail_release ON webhook_outbox.deliveries").expect("drop trigger");
+    for id in &ids {
+        outbox::wait_for_status(&mut db, *id, "sent", Duration::from_secs(20));
+    }
+    assert_eq!(rx.request_count(), 3, "each sent once");
+}
+
+#[test]
+fn slow_receivers_leave_slots_for_a_fast_one() {
+    // Two receivers answer 2xx just under the timeout; each has a backlog,
+    // and so has a fast one, all claimed in one batch.
+    let cluster = Cluster::start(&[("webhook_outbox.http_timeout", "2s"), ("webhook_outbox.lease", "10s")]);
+    let slow_a = Receiver::http(vec![Reply::ok().after(Duration::from_millis(1800))]);
+    let slow_b = Receiver::http(vec![Reply::ok().after(Duration::from_millis(1800))]);
+    let fast = Receiver::http(vec![Reply::ok()]);
+    let mut db = cluster.client();
+    let a = outbox::create_endpoint(&mut db, &slow_a.url(), &EndpointOpts::default());
+    let b = outbox::create_endpoint(&mut db, &slow_b.url(), &EndpointOpts::default());
+    let f = outbox::create_endpoint(&mut db, &fast.url(), &EndpointOpts::default());
+    db.execute(
+        "SELECT webhook_outbox.enqueue(e, 't', jsonb_build_object('i', i))
+         FROM unnest(ARRAY[$1, $2, $3]::bigint[]) e, generate_series(1, 100) i",
+        &[&a.id, &b.id, &f.id],
+    )
+    .expect("backlogs");
+    outbox::wait_for_all(&mut db, f.id, "sent", Duration::from_secs(20));
+    let worst_ms: f64 = db
+        .query_one(
+            "SELECT (extract(epoch FROM max(a.attempted_at - d.created_at)) * 1000)::float8
+             FROM webhook_outbox.attempts a JOIN webhook_outbox.deliveries d ON d.id = a.delivery_id
+             WHERE a.endpoint_id = $1",
+            &[&f.id],
+        )
+        .expect("latency")
+        .get::<_, f64>(0);
+    println!("fast endpoint beside two slow ones: slowest delivery {worst_ms:.0} ms after its commit");
+    assert!(worst_ms < 1000.0, "the slow endpoints held the fast one up: {worst_ms:.0} ms");
+}
