@@ -109,3 +109,35 @@ fn slow_receivers_leave_slots_for_a_fast_one() {
     println!("fast endpoint beside two slow ones: slowest delivery {worst_ms:.0} ms after its commit");
     assert!(worst_ms < 1000.0, "the slow endpoints held the fast one up: {worst_ms:.0} ms");
 }
+
+#[test]
+fn extreme_timestamps_in_any_row_do_not_stop_the_worker() {
+    let cluster = Cluster::start(&[]);
+    let rx = Receiver::http(vec![Reply::ok()]);
+    let mut db = cluster.client();
+    let good = outbox::create_endpoint(&mut db, &rx.url(), &EndpointOpts::default());
+    let odd = outbox::create_endpoint(&mut db, &rx.url(), &EndpointOpts::default());
+    cluster.set_conf("webhook_outbox.mode", "shadow");
+    let far = outbox::enqueue(&mut db, odd.id, &serde_json::json!({"far": true}));
+    let old = outbox::enqueue(&mut db, good.id, &serde_json::json!({"old": true}));
+    // Rows a role with table rights could write: infinite and far-off times
+    // in the outbox and in the health the settle reads back.
+    db.batch_execute(&format!(
+        "UPDATE webhook_outbox.deliveries SET status = 'pending', next_attempt_at = 'infinity' WHERE id = {far};
+         UPDATE webhook_outbox.deliveries SET status = 'pending', created_at = '-infinity',
+                next_attempt_at = '-infinity' WHERE id = {old};
+         UPDATE webhook_outbox.health_metrics SET last_success_at = 'infinity', last_failure_at = '-infinity',
+                circuit_opened_at = '294276-12-31' WHERE webhook_id = {};
+         UPDATE webhook_outbox.health_metrics SET circuit_state = 'open', circuit_opened_at = 'infinity'
+         WHERE webhook_id = {};",
+        good.id, odd.id
+    ))
+    .expect("extreme rows");
+    cluster.set_conf("webhook_outbox.mode", "on");
+    outbox::wait_for_status(&mut db, old, "sent", Duration::from_secs(10));
+    let fresh = outbox::enqueue(&mut db, good.id, &serde_json::json!({"fresh": true}));
+    outbox::wait_for_status(&mut db, fresh, "sent", Duration::from_secs(10));
+    assert_eq!(outbox::delivery(&mut db, far).status, "pending", "an infinitely late row waits");
+    assert!(!cluster.log().contains("webhook_outbox worker 0: claim"), "a claim failed:\n{}", cluster.log());
+    assert!(!cluster.log().contains("webhook_outbox worker 0: settle"), "a settle failed:\n{}", cluster.log());
+}

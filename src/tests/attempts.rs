@@ -319,3 +319,32 @@ fn record_attempt_needs_the_current_lease_token() {
 fn record_attempt_unknown_delivery_is_an_error() {
     run("SELECT webhook_outbox.record_attempt(-1, gen_random_uuid(), 200, 5)");
 }
+
+#[pg_test(schema = "tests")]
+fn record_attempt_stores_a_bounded_error_text() {
+    let e = endpoint("");
+    let d = enqueue(e);
+    assert_eq!(attempt(d, "500, 5, error => repeat('é', 100000)"), "retry");
+    for (table, filter) in [
+        ("attempts", format!("delivery_id = {d}")),
+        ("deliveries", format!("id = {d}")),
+    ] {
+        let column = if table == "attempts" {
+            "error"
+        } else {
+            "last_error"
+        };
+        let bytes = one::<i32>(&format!(
+            "SELECT octet_length({column}) FROM webhook_outbox.{table} WHERE {filter}"
+        ));
+        assert!(
+            (1000..=1024).contains(&bytes),
+            "{table}.{column}: {bytes} bytes"
+        );
+    }
+    let health = health::<i32>(e, "octet_length(last_error)");
+    assert!(
+        (1000..=1024).contains(&health),
+        "health_metrics.last_error: {health} bytes"
+    );
+}

@@ -152,3 +152,42 @@ fn catalog_a_view_only_role_cannot_read_secrets() {
     );
     run("RESET ROLE");
 }
+
+/// Every function of the schema, called with NULL for each argument, answers
+/// with NULL, a value or an ERROR with a specific SQLSTATE: never an internal
+/// error (XX000), which would mean a NULL reached code that assumed a value.
+#[pg_test(schema = "tests")]
+fn catalog_null_arguments_never_give_an_internal_error() {
+    // Something for functions that look rows up to find.
+    super::enqueue(super::endpoint(""));
+    run("CREATE TEMP TABLE null_calls (call text, state text)");
+    run(r#"
+        DO $$
+        DECLARE
+            f record;
+            call text;
+        BEGIN
+            FOR f IN
+                SELECT p.oid::regproc::text AS name,
+                       (SELECT string_agg('NULL::' || format_type(t, NULL), ', ' ORDER BY o)
+                        FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, o)) AS args
+                FROM pg_proc p
+                WHERE p.pronamespace = 'webhook_outbox'::regnamespace
+                  AND p.prokind = 'f' AND p.prorettype <> 'trigger'::regtype
+            LOOP
+                call := format('SELECT %s(%s)', f.name, coalesce(f.args, ''));
+                BEGIN
+                    EXECUTE call;
+                    INSERT INTO null_calls VALUES (call, '00000');
+                EXCEPTION WHEN OTHERS THEN
+                    INSERT INTO null_calls VALUES (call, SQLSTATE);
+                END;
+            END LOOP;
+        END
+        $$"#);
+    let calls = one::<i64>("SELECT count(*) FROM null_calls");
+    assert!(calls > 30, "only {calls} functions called");
+    let internal =
+        maybe::<String>("SELECT string_agg(call, '; ') FROM null_calls WHERE state = 'XX000'");
+    assert_eq!(internal, None, "internal errors on NULL arguments");
+}

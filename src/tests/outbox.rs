@@ -282,3 +282,40 @@ fn emit_from_a_trigger() {
         vec![r#"1|{"id": 1, "total": 9.50}"#, r#"2|{"id": 2, "total": 20}"#]
     );
 }
+
+#[pg_test(schema = "tests")]
+fn enqueue_and_emit_check_event_keys_where_they_are_given() {
+    let e = endpoint("");
+    let call = |f: &str, args: &str| match f {
+        "enqueue" => format!("SELECT webhook_outbox.enqueue({e}, {args})"),
+        _ => format!("SELECT webhook_outbox.emit({args})"),
+    };
+    for f in ["enqueue", "emit"] {
+        let long = "x".repeat(256);
+        assert_fails(
+            &call(f, &format!("'t', '{{}}', event_id => '{long}'")),
+            "22023",
+            "event_id must be 1 to 255 bytes long, got 256",
+        );
+        assert_fails(
+            &call(f, "'t', '{}', event_id => E'a\\r\\nx-injected: 1'"),
+            "22023",
+            "event_id contains '\\r'",
+        );
+        assert_fails(
+            &call(f, "'t', '{}', subject_id => E'caf\\u00e9'"),
+            "22023",
+            "subject_id contains 'é': only printable ASCII",
+        );
+        assert_fails(
+            &call(f, &format!("'{}', '{{}}'", "t".repeat(300))),
+            "22023",
+            "event_type must be 1 to 255 bytes long",
+        );
+        // The longest allowed key goes in, and a NULL subject is fine.
+        run(&call(
+            f,
+            &format!("'t', '{{}}', event_id => '{}-{f}'", "k".repeat(254 - f.len())),
+        ));
+    }
+}

@@ -227,3 +227,19 @@ fn v_worker_status_is_empty_without_workers() {
         ]
     );
 }
+
+#[pg_test(schema = "tests")]
+fn views_show_endpoint_urls_without_path_or_query() {
+    let e = endpoint("");
+    update(
+        "endpoints",
+        e,
+        "url = 'https://hooks.example.com:8443/t/s3cr3t-token?key=abc#frag'",
+    );
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT url FROM webhook_outbox.v_webhook_health_dashboard WHERE webhook_id = {e}"
+        )),
+        "https://hooks.example.com:8443"
+    );
+}
