@@ -153,6 +153,26 @@ fn redirects_are_not_followed() {
 }
 
 #[test]
+fn a_receiver_chosen_location_is_stored_cut_short() {
+    let (_cluster, mut db) = start(&[]);
+    let location = format!("https://elsewhere.example/{}", "x".repeat(20_000));
+    let rx = Receiver::http(vec![Reply::status(301).header("location", &location)]);
+    let ep = endpoint(&mut db, &rx, EndpointOpts::default());
+    let id = enqueue(&mut db, ep.id, &json!({}));
+    let d = wait_for_status(&mut db, id, "dead", SETTLE);
+    let stored = d.last_error.unwrap_or_default();
+    assert!(stored.contains("https://elsewhere.example/xxx"), "{stored}");
+    assert!(stored.len() <= 512, "{} bytes of Location kept", stored.len());
+    for (what, sql) in [
+        ("attempts.error", "SELECT max(octet_length(error)) FROM webhook_outbox.attempts"),
+        ("health_metrics.last_error", "SELECT max(octet_length(last_error)) FROM webhook_outbox.health_metrics"),
+    ] {
+        let bytes: i32 = db.query_one(sql, &[]).expect(what).get(0);
+        assert!(bytes <= 512, "{what}: {bytes} bytes");
+    }
+}
+
+#[test]
 fn retry_after_is_honoured() {
     let (_cluster, mut db) = start(&[]);
     let rx = Receiver::http(vec![Reply::status(429).header("retry-after", "2"), Reply::ok()]);
