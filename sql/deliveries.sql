@@ -3,17 +3,18 @@
 -- Settling an attempt is Rust (src/settle.rs): it needs the retry rules of src/outcome.rs.
 
 -- Time conversions for the statements in Rust (src/settle.rs, the worker).
--- Plain SQL without a SET clause, so that they are inlined; every name in
--- them is qualified and every argument exactly typed, because they run as
--- the worker's superuser and inside the caller's search_path. Any timestamp,
+-- Plain SQL without a SET clause, so that they are inlined: an inlined body
+-- is parsed under the caller's search_path, so every function, operator and
+-- type in them is qualified (type names that are SQL keywords, like bigint
+-- and interval, always mean pg_catalog's). Any timestamp,
 -- infinite ones included, converts without an error: a row a less careful
 -- role wrote must not stop the worker's transactions.
 CREATE FUNCTION _epoch_ms(t timestamptz) RETURNS bigint
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
     -- Infinity compares like any other float8; 1e18 ms is 30 million years.
-    SELECT pg_catalog.round(GREATEST(LEAST(pg_catalog.date_part('epoch', t) OPERATOR(pg_catalog.*) 1000::float8,
-                                           1e18::float8), -1e18::float8))::bigint
+    SELECT pg_catalog.round(GREATEST(LEAST(pg_catalog.date_part('epoch', t) OPERATOR(pg_catalog.*) 1000::pg_catalog.float8,
+                                           1e18::pg_catalog.float8), -1e18::pg_catalog.float8))::bigint
 $$;
 COMMENT ON FUNCTION _epoch_ms(timestamptz) IS 'Internal: Unix milliseconds of a timestamp, infinities clamped to +-1e18.';
 
@@ -21,8 +22,8 @@ CREATE FUNCTION _from_epoch_ms(ms bigint) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
     -- Clamped to the years 1970..9999: to_timestamp() raises an ERROR out of its range.
-    SELECT pg_catalog.to_timestamp(GREATEST(LEAST(ms, 253402300799000::bigint), 0::bigint)::float8
-                                   OPERATOR(pg_catalog./) 1000::float8)
+    SELECT pg_catalog.to_timestamp(GREATEST(LEAST(ms, 253402300799000::bigint), 0::bigint)::pg_catalog.float8
+                                   OPERATOR(pg_catalog./) 1000::pg_catalog.float8)
 $$;
 COMMENT ON FUNCTION _from_epoch_ms(bigint) IS 'Internal: the timestamp of Unix milliseconds (clamped to 1970..9999).';
 
@@ -30,7 +31,7 @@ CREATE FUNCTION _after_ms(delay_ms bigint) RETURNS timestamptz
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT pg_catalog.now() OPERATOR(pg_catalog.+)
-           (LEAST(delay_ms, 315360000000::bigint)::float8 OPERATOR(pg_catalog.*) interval '1 millisecond')
+           (LEAST(delay_ms, 315360000000::bigint)::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond')
 $$;
 COMMENT ON FUNCTION _after_ms(bigint) IS 'Internal: now() plus a delay in milliseconds (capped at ten years).';
 
@@ -40,7 +41,7 @@ LANGUAGE sql VOLATILE STRICT
 AS $$
     SELECT pg_catalog.round(pg_catalog.date_part('epoch',
                GREATEST(LEAST(t, c OPERATOR(pg_catalog.+) interval '1 day'), c) OPERATOR(pg_catalog.-) c)
-           OPERATOR(pg_catalog.*) 1000::float8)::bigint
+           OPERATOR(pg_catalog.*) 1000::pg_catalog.float8)::bigint
     FROM (SELECT pg_catalog.clock_timestamp() AS c) now
 $$;
 COMMENT ON FUNCTION _ms_until(timestamptz) IS 'Internal: how long the worker may sleep until t, 0 .. one day.';
@@ -150,7 +151,10 @@ BEGIN
     -- By id through the primary key: a join would be planned from the
     -- generic plan's guess of chosen's size, which is no size at all.
     UPDATE deliveries d
-    SET locked_until = now() + p_lease,
+    -- From the moment of the claim, not the transaction's start (run_once and
+    -- external workers claim in transactions of their own making): the
+    -- worker counts its requests' deadlines from before this statement.
+    SET locked_until = clock_timestamp() + p_lease,
         lease_token = gen_random_uuid(),
         attempt_count = d.attempt_count + 1
     WHERE d.id = ANY (ARRAY(SELECT id FROM chosen))
@@ -165,7 +169,7 @@ COMMENT ON FUNCTION _claim(integer, interval, bigint[]) IS 'Internal: the claim 
 -- backlog does not keep it awake. Leased rows are left out: their worker
 -- settles them, and a lease a dead worker left behind is found by the claim
 -- within a poll interval.
-CREATE FUNCTION _next_due() RETURNS timestamptz
+CREATE FUNCTION _next_due(p_lease interval) RETURNS timestamptz
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 SET enable_seqscan = off  -- as in _claim
@@ -176,7 +180,7 @@ AS $$
                    WHEN 'closed' THEN n.at
                    WHEN 'open' THEN greatest(n.at, h.circuit_opened_at
                                              + _setting('circuit_open_seconds')::interval)
-                   ELSE greatest(n.at, h.circuit_probe_at + _setting('lease')::interval)
+                   ELSE greatest(n.at, h.circuit_probe_at + p_lease)
                END)
     FROM endpoints e
     JOIN health_metrics h ON h.webhook_id = e.id
@@ -191,7 +195,8 @@ AS $$
     ) n
     WHERE e.enabled
 $$;
-COMMENT ON FUNCTION _next_due() IS 'Internal: when the worker''s next claim may find a delivery (NULL: nothing waits).';
+COMMENT ON FUNCTION _next_due(interval) IS
+'Internal: when the worker''s next claim, with this lease, may find a delivery (NULL: nothing waits).';
 CREATE FUNCTION get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '30 seconds')
 RETURNS SETOF deliveries
 LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER

@@ -141,8 +141,8 @@ COMMENT ON FUNCTION requeue_dead(integer, bigint, boolean) IS
 
 -- Neither SECURITY DEFINER nor a SET clause: either would forbid COMMIT in a
 -- procedure. It runs with the caller's rights and search_path (a superuser's,
--- in the runbook), so every function and operator in it is qualified and
--- exactly typed: nothing can resolve to an object in another schema. The
+-- in the runbook), so every function, operator and type in it is qualified
+-- and exactly typed: nothing can resolve to an object in another schema. The
 -- deleting is done by _cleanup_batch(), which is SECURITY DEFINER.
 CREATE PROCEDURE cleanup_in_batches(
     sent_older_than interval DEFAULT '14 days',
@@ -153,9 +153,9 @@ CREATE PROCEDURE cleanup_in_batches(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    statuses constant text[] := ARRAY['sent', 'shadow', 'dead'];
+    statuses constant pg_catalog.text[] := ARRAY['sent', 'shadow', 'dead'];
     -- Fixed at the start: now() moves on with every COMMIT.
-    cutoffs constant timestamptz[] := ARRAY[pg_catalog.now() OPERATOR(pg_catalog.-) sent_older_than,
+    cutoffs constant pg_catalog.timestamptz[] := ARRAY[pg_catalog.now() OPERATOR(pg_catalog.-) sent_older_than,
                                             pg_catalog.now() OPERATOR(pg_catalog.-) shadow_older_than,
                                             pg_catalog.now() OPERATOR(pg_catalog.-) dead_older_than];
     from_id bigint;
@@ -167,7 +167,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Use a very long interval to keep a status, e.g. ''100 years''.';
     END IF;
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
-        RAISE EXCEPTION 'batch_size must be at least 1, got %', coalesce(batch_size::text, 'NULL')
+        RAISE EXCEPTION 'batch_size must be at least 1, got %', coalesce(batch_size::pg_catalog.text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOR i IN 1 .. 3 LOOP

@@ -45,13 +45,29 @@ COMMENT ON COLUMN feature_flag_changes.changed_by IS 'session_user: the role tha
 COMMENT ON COLUMN feature_flag_changes.old_value IS 'The row before the change as jsonb; NULL for INSERT.';
 COMMENT ON COLUMN feature_flag_changes.new_value IS 'The row after the change as jsonb; NULL for DELETE and TRUNCATE.';
 
--- A new flag gets both from the column defaults. Not forced on INSERT: a
--- restore (pg_dump keeps this table, sql/backup.sql) inserts flags as they were.
+-- A restore (pg_dump keeps this table and its audit trail, sql/backup.sql)
+-- inserts flags as they were, with their past updated_at: such a row, written
+-- by a superuser (who alone can restore an extension), is neither stamped nor
+-- audited again; its history comes back with feature_flag_changes, whose ids
+-- a new audit row would collide with. Anyone else's INSERT is stamped and
+-- audited like any change.
+CREATE FUNCTION _flag_restored(updated_at timestamptz) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, webhook_outbox, pg_temp
+AS $$
+    SELECT updated_at < now() AND (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)
+$$;
+COMMENT ON FUNCTION _flag_restored(timestamptz) IS
+'Internal: whether a flag being inserted comes from a restore (a superuser inserting it with a past updated_at).';
+
 CREATE FUNCTION _feature_flags_stamp() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
+    IF TG_OP = 'INSERT' AND _flag_restored(NEW.updated_at) THEN
+        RETURN NEW;
+    END IF;
     NEW.updated_at := now();
     NEW.updated_by := session_user;
     RETURN NEW;
@@ -59,7 +75,7 @@ END
 $$;
 COMMENT ON FUNCTION _feature_flags_stamp() IS 'Trigger: records when and by whom a flag was last changed.';
 CREATE TRIGGER feature_flags_stamp
-BEFORE UPDATE ON feature_flags
+BEFORE INSERT OR UPDATE ON feature_flags
 FOR EACH ROW EXECUTE FUNCTION _feature_flags_stamp();
 
 CREATE FUNCTION _feature_flags_changed() RETURNS trigger
@@ -70,10 +86,7 @@ BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO feature_flag_changes (flag_key, operation, old_value)
         SELECT f.flag_key, TG_OP, to_jsonb(f) FROM feature_flags f;
-    ELSIF TG_OP = 'INSERT' AND NEW.updated_at < now() THEN
-        -- A flag restored from a dump (created earlier, not now): its history
-        -- is restored with feature_flag_changes; auditing it again would
-        -- also take ids the restored rows hold.
+    ELSIF TG_OP = 'INSERT' AND _flag_restored(NEW.updated_at) THEN
         NULL;
     ELSE
         INSERT INTO feature_flag_changes (flag_key, operation, old_value, new_value)

@@ -1,6 +1,35 @@
 -- Tables of webhook_outbox. Loaded first (bootstrap): the Rust functions
 -- return these row types.
 
+-- CREATE EXTENSION installs into an existing schema of this name as it finds
+-- it. One that another role created (and so may write to, or drop objects
+-- from) would sit in the search_path of every SECURITY DEFINER function:
+-- refuse it unless a superuser owns it and it is empty.
+DO $$
+DECLARE
+    owner_is_superuser boolean;
+    objects bigint;
+BEGIN
+    SELECT r.rolsuper INTO owner_is_superuser
+    FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+    WHERE n.nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name;
+    SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
+         OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc WHERE pronamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
+         OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_type WHERE typnamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
+         OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_operator WHERE oprnamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
+      INTO objects;
+    IF NOT owner_is_superuser OR objects OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'schema webhook_outbox already exists and was not left empty by a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('Owner: %s; objects in it: %s.',
+                                             (SELECT nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace
+                                              WHERE nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name), objects),
+                  HINT = 'Another role could change what the extension''s functions run as superuser. '
+                         'Inspect the schema, drop it (DROP SCHEMA webhook_outbox CASCADE) and run CREATE EXTENSION again.';
+    END IF;
+END
+$$;
+
 CREATE TABLE endpoints (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name            text UNIQUE,

@@ -36,10 +36,11 @@ fn enter(cluster: &Cluster, db: &mut Client, state: State) -> Option<Receiver> {
             Some(rx)
         }
         State::Delivering => {
-            let rx = Receiver::http(vec![Reply::ok().after(Duration::from_millis(200))]);
+            // Requests that take far longer than a shutdown may (http_timeout is 30 s here).
+            let rx = Receiver::http(vec![Reply::ok().after(Duration::from_secs(20))]);
             let ep = outbox::create_endpoint(db, &rx.url(), &EndpointOpts::default());
             outbox::enqueue_seq(db, ep.id, 5000);
-            rx.wait_for_requests(20, Duration::from_secs(10));
+            rx.wait_for_requests(10, Duration::from_secs(10));
             Some(rx)
         }
         State::PausedOff | State::PausedShadow => {
@@ -71,7 +72,8 @@ fn timed(what: &str, f: impl FnOnce()) {
 fn cluster_operations_complete_promptly_in_every_state() {
     for state in [State::WaitingForExtension, State::Idle, State::Delivering, State::PausedOff, State::PausedShadow] {
         println!("--- {state:?}");
-        let cluster = Cluster::start(&[("webhook_outbox.poll_interval", "60s")]);
+        let cluster =
+            Cluster::start(&[("webhook_outbox.poll_interval", "60s"), ("webhook_outbox.http_timeout", "30s")]);
         let mut db = cluster.client();
         let _keep = enter(&cluster, &mut db, state);
         assert_eq!(cluster.worker_pids().len(), 1, "{state:?}: the worker runs");

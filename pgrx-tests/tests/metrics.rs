@@ -80,8 +80,11 @@ fn metrics_are_served_over_http_and_follow_the_queue() {
     );
     assert!(body.lines().any(|l| l.starts_with("webhook_worker_up{worker=\"0\"} 1")), "worker up in:\n{body}");
 
-    // A fresh rendering per scrape, not a cached one.
+    // A fresh rendering for a scrape a second after the last one (within the
+    // second, clients get the last text: they cannot make the worker render
+    // more often).
     outbox::enqueue(&mut db, endpoint.id, &json!({ "i": 3 }));
+    std::thread::sleep(Duration::from_millis(1100));
     let (_, body) = get(port, "/metrics").expect("second scrape");
     assert!(body.lines().any(|l| l.starts_with("webhook_queue_depth{status=\"shadow\"} 4")), "four now:\n{body}");
 

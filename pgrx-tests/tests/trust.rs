@@ -84,6 +84,14 @@ CREATE FUNCTION public.unnest(uuid[]) RETURNS SETOF uuid LANGUAGE plpgsql AS
     $$ BEGIN PERFORM public.pwn(); RETURN QUERY SELECT pg_catalog.unnest($1); END $$;
 CREATE FUNCTION public.unnest(float8[]) RETURNS SETOF float8 LANGUAGE plpgsql AS
     $$ BEGIN PERFORM public.pwn(); RETURN QUERY SELECT pg_catalog.unnest($1); END $$;
+-- Type names that are not SQL keywords resolve through the search_path too:
+-- a domain's CHECK runs whenever a value is assigned to it.
+CREATE FUNCTION public.pwn_ok(anyelement) RETURNS boolean LANGUAGE plpgsql AS
+    $$ BEGIN PERFORM public.pwn(); RETURN true; END $$;
+CREATE DOMAIN public.text AS pg_catalog.text CHECK (public.pwn_ok(VALUE));
+CREATE DOMAIN public.timestamptz AS pg_catalog.timestamptz CHECK (public.pwn_ok(VALUE));
+CREATE DOMAIN public.float8 AS pg_catalog.float8 CHECK (public.pwn_ok(VALUE));
+CREATE DOMAIN public.uuid AS pg_catalog.uuid CHECK (public.pwn_ok(VALUE));
 "#;
 
 fn is_superuser(db: &mut Client, role: &str) -> bool {
@@ -113,6 +121,7 @@ fn twins_in_public_never_run_as_superuser() {
         "SELECT to_timestamp(1700000000000 / 1000.0)",
         "SELECT cardinality(ARRAY['a']::text[])",
         "SELECT unnest(ARRAY[1]::bigint[])",
+        "DO $$ DECLARE t text[] := ARRAY['x']; BEGIN END $$",
     ] {
         let err = app.batch_execute(&format!("SET search_path = public, pg_catalog; {probe}")).expect_err(probe);
         assert!(format!("{err:?}").contains("ALTER ROLE app SUPERUSER"), "{probe} did not reach a twin: {err:?}");
@@ -181,14 +190,21 @@ fn scrape(port: u16) -> String {
 
 /// A schema named like the extension's, made by a role, whose functions
 /// record that they were called (and would make `app` a superuser).
+/// Tables and functions with the shapes the worker's statements expect, so
+/// that without the installation check its claim would run them.
 const PLANTED: &str = r#"
 CREATE SCHEMA webhook_outbox;
-CREATE TABLE webhook_outbox.deliveries (id bigint);
 CREATE TABLE public.called (what text, at timestamptz DEFAULT now());
-CREATE FUNCTION webhook_outbox._claim(integer, interval, bigint[] DEFAULT '{}') RETURNS SETOF record LANGUAGE plpgsql AS
+CREATE TABLE webhook_outbox.endpoints (id bigint, url text, secret text, headers jsonb, rate_limit_rps float8);
+CREATE TABLE webhook_outbox.deliveries (id bigint, endpoint_id bigint, event_id text, payload jsonb,
+                                        attempt_count integer, max_attempts integer, lease_token uuid);
+CREATE FUNCTION webhook_outbox._claim(integer, interval, bigint[] DEFAULT '{}') RETURNS SETOF webhook_outbox.deliveries
+    LANGUAGE plpgsql AS
     $$ BEGIN INSERT INTO public.called (what) VALUES ('_claim'); EXECUTE 'ALTER ROLE app SUPERUSER'; END $$;
-CREATE FUNCTION webhook_outbox._next_due() RETURNS timestamptz LANGUAGE plpgsql AS
+CREATE FUNCTION webhook_outbox._next_due(interval) RETURNS timestamptz LANGUAGE plpgsql AS
     $$ BEGIN INSERT INTO public.called (what) VALUES ('_next_due'); EXECUTE 'ALTER ROLE app SUPERUSER'; RETURN now(); END $$;
+CREATE FUNCTION webhook_outbox._ms_until(timestamptz) RETURNS bigint LANGUAGE plpgsql AS
+    $$ BEGIN INSERT INTO public.called (what) VALUES ('_ms_until'); EXECUTE 'ALTER ROLE app SUPERUSER'; RETURN 0; END $$;
 CREATE FUNCTION webhook_outbox.metrics() RETURNS text LANGUAGE plpgsql AS
     $$ BEGIN INSERT INTO public.called (what) VALUES ('metrics'); EXECUTE 'ALTER ROLE app SUPERUSER'; RETURN 'planted'; END $$;
 "#;
@@ -232,6 +248,15 @@ fn a_planted_schema_is_never_called() {
     let _ = cluster.reconnect(Duration::from_secs(30));
     assert!(wait_until(Duration::from_secs(10), || !scrape(port).is_empty()), "listener up again");
     assert_never_called(&cluster, port, "appdb");
+
+    // Nor does CREATE EXTENSION install into the schema that role made.
+    let err = cluster
+        .connect("postgres", "appdb")
+        .batch_execute("CREATE EXTENSION webhook_outbox")
+        .expect_err("CREATE EXTENSION into a planted schema");
+    let db_err = err.as_db_error().expect("an ERROR");
+    assert_eq!(db_err.code().code(), "42501", "{err:?}");
+    assert!(db_err.message().contains("schema webhook_outbox already exists"), "{err:?}");
 }
 
 #[test]
@@ -245,6 +270,9 @@ fn a_failed_create_endpoint_logs_no_secret() {
         // A duplicate name, a bad URL, a bad header: each statement holds the secrets.
         format!("SELECT webhook_outbox.create_endpoint('https://example.com/b', 'taken', secret => '{secret}')"),
         format!("SELECT webhook_outbox.create_endpoint('ftp://example.com/token-in-url', secret => '{secret}')"),
+        // Errors that quote the URL quote its scheme and host only.
+        format!("SELECT webhook_outbox.create_endpoint('example.com/hook?key=token-in-query', secret => '{secret}')"),
+        format!("SELECT webhook_outbox.create_endpoint('https://:8443/token-in-path', secret => '{secret}')"),
         format!(
             "SELECT webhook_outbox.create_endpoint('https://example.com/c', secret => '{secret}', \
              headers => '{{\"x-api-key\": \"hdr-value-do-not-log\", \"bad header\": \"x\"}}')"
@@ -255,7 +283,7 @@ fn a_failed_create_endpoint_logs_no_secret() {
     }
     let log = cluster.log();
     assert!(log.contains("already exists"), "the errors are logged:\n{log}");
-    for needle in [secret, "hdr-value-do-not-log", "token-in-url"] {
+    for needle in [secret, "hdr-value-do-not-log", "token-in-url", "token-in-query", "token-in-path"] {
         assert!(!log.contains(needle), "{needle} is in the server log:\n{log}");
     }
 }

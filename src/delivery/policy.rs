@@ -27,7 +27,9 @@ pub struct TargetUrl {
     pub(super) uri: Uri,
 }
 
-/// Why a webhook URL is refused. Messages never echo credentials.
+/// Why a webhook URL is refused. Messages never echo credentials, nor a
+/// path, query or fragment (webhook URLs often carry a token there, and an
+/// ERROR's message reaches the server log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlError {
     Empty,
@@ -36,7 +38,7 @@ pub enum UrlError {
         ch: char,
         at: usize,
     },
-    Fragment(String),
+    Fragment,
     Malformed {
         url: String,
         reason: String,
@@ -69,15 +71,17 @@ impl fmt::Display for UrlError {
                 "webhook URL contains non-ASCII character {ch:?} at byte {at}; \
                  write the host in its xn-- (punycode) form and percent-encode the path"
             ),
-            UrlError::Fragment(frag) => write!(
-                f,
-                "webhook URL has a fragment (\"#{frag}\"), which is never sent to the receiver; remove it"
+            UrlError::Fragment => f.write_str(
+                "webhook URL has a fragment (#…), which is never sent to the receiver; remove it",
             ),
             UrlError::Malformed { url, reason } => {
                 write!(f, "webhook URL \"{url}\" is malformed: {reason}")
             }
             UrlError::MissingScheme(url) => {
-                write!(f, "webhook URL \"{url}\" has no scheme; write it as https://…")
+                write!(
+                    f,
+                    "webhook URL \"{url}\" has no scheme; write it as https://…"
+                )
             }
             UrlError::UnsupportedScheme(scheme) => write!(
                 f,
@@ -93,7 +97,10 @@ impl fmt::Display for UrlError {
                  pass them in the endpoint's headers instead, e.g. an authorization header",
             ),
             UrlError::BadPort(port) => {
-                write!(f, "webhook URL port \"{port}\" is not a number from 1 to 65535")
+                write!(
+                    f,
+                    "webhook URL port \"{port}\" is not a number from 1 to 65535"
+                )
             }
             UrlError::HttpNotAllowed => f.write_str(
                 "http URLs are refused while webhook_outbox.allow_http is off; use https",
@@ -119,8 +126,8 @@ pub fn validate_url(url: &str, allow_http: bool) -> Result<TargetUrl, UrlError> 
     {
         return Err(UrlError::BadChar { ch, at });
     }
-    if let Some((_, frag)) = url.split_once('#') {
-        return Err(UrlError::Fragment(frag.to_owned()));
+    if url.contains('#') {
+        return Err(UrlError::Fragment);
     }
     let uri: Uri = url
         .parse()
@@ -185,9 +192,10 @@ fn redacted(url: &str) -> String {
     let end = url[start..]
         .find(['/', '?', '#'])
         .map_or(url.len(), |i| start + i);
+    let rest = if end < url.len() { "/…" } else { "" };
     match url[start..end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
-        None => url.to_owned(),
+        Some(at) => format!("{}***{}{rest}", &url[..start], &url[start + at..end]),
+        None => format!("{}{rest}", &url[..end]),
     }
 }
 
@@ -884,13 +892,13 @@ mod tests {
             ),
             ("https://example.com/\t", "control character U+0009"),
             ("https://exämple.com/", "non-ASCII character 'ä' at byte 10"),
-            ("https://example.com/#top", "fragment (\"#top\")"),
+            ("https://example.com/#top", "fragment (#…)"),
             ("example.com", "\"example.com\" has no scheme"),
             ("example.com/hook", "is malformed"),
             ("ftp://example.com/", "scheme \"ftp\" is not supported"),
             ("https://", "\"https://\" is malformed"),
             ("https:///hook", "is malformed"),
-            ("https://:8443/", "\"https://:8443/\" has no host"),
+            ("https://:8443/", "\"https://:8443/…\" has no host"),
             ("https://[::1/", "is malformed"),
             (
                 "https://[v1.x]/",
@@ -927,8 +935,16 @@ mod tests {
             let err = validate_url(url, false).unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "credentials echoed: {err}");
         }
-        assert_eq!(redacted("https://u:p@[::1/x@y"), "https://***@[::1/x@y");
-        assert_eq!(redacted("https://h/x@y"), "https://h/x@y");
+        assert_eq!(redacted("https://u:p@[::1/x@y"), "https://***@[::1/…");
+        assert_eq!(redacted("https://h/x@y?token=1"), "https://h/…");
         assert_eq!(redacted("u:p@h"), "***@h");
+        for url in [
+            "https:///s3cret?token=s3cret",
+            "host.example/s3cret",
+            "https://:1/s3cret",
+        ] {
+            let err = validate_url(url, false).unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "path or query echoed: {err}");
+        }
     }
 }

@@ -348,3 +348,63 @@ fn record_attempt_stores_a_bounded_error_text() {
         "health_metrics.last_error: {health} bytes"
     );
 }
+
+/// The worker's settle and release, given a token that is not the
+/// delivery's current lease, change nothing; given the current one, settle.
+#[pg_test(schema = "tests")]
+fn settle_and_release_change_only_the_current_lease() {
+    use crate::settle::{self, AttemptResult};
+    use crate::worker::pool::Ticket;
+    let e = endpoint("");
+    let d = enqueue(e);
+    assert_eq!(claim(1), vec![d]);
+    let current: pgrx::Uuid = delivery(d, "lease_token");
+    let ticket = |lease: [u8; 16]| Ticket {
+        delivery_id: d,
+        endpoint_id: e,
+        attempt_no: 1,
+        max_attempts: 5,
+        lease,
+    };
+    let result = |lease: [u8; 16]| AttemptResult {
+        delivery_id: d,
+        endpoint_id: e,
+        attempt_no: 1,
+        max_attempts: 5,
+        lease,
+        status_code: Some(200),
+        duration_ms: Some(1),
+        error: None,
+        retry_after_ms: None,
+        permanent: false,
+        response_body: None,
+    };
+    let foreign = [7u8; 16];
+    let stale = Spi::connect_mut(|c| {
+        let written = settle::settle(c, &[result(foreign)])?;
+        settle::release(c, &[(ticket(foreign), 0)])?;
+        Ok::<_, pgrx::spi::Error>(written.stale)
+    })
+    .unwrap();
+    assert_eq!(stale, 1);
+    assert_eq!(
+        delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"),
+        "sending"
+    );
+    assert_eq!(
+        delivery::<i32>(d, "attempt_count"),
+        1,
+        "a foreign release gives nothing back"
+    );
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT count(*) FROM webhook_outbox.attempts WHERE delivery_id = {d}"
+        )),
+        0
+    );
+
+    let statuses =
+        Spi::connect_mut(|c| settle::settle(c, &[result(*current.as_bytes())]).map(|w| w.statuses))
+            .unwrap();
+    assert_eq!(statuses, vec![(d, "sent")]);
+}

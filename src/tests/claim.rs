@@ -5,6 +5,11 @@ use super::{
 };
 use pgrx::prelude::*;
 
+/// A lease of 30 seconds taken by a claim just now (a lease runs from the
+/// claim's clock_timestamp(), not from the transaction's start).
+const LEASED_30S: &str =
+    "locked_until BETWEEN clock_timestamp() + interval '29 seconds' AND clock_timestamp() + interval '30 seconds'";
+
 #[pg_test(schema = "tests")]
 fn claim_leases_due_pending_and_retry_rows() {
     let e = endpoint("");
@@ -15,10 +20,12 @@ fn claim_leases_due_pending_and_retry_rows() {
         "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'",
     );
     let rows = one::<String>(
-        "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, locked_until - now()), ' ' ORDER BY id)
+        "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, date_trunc('second', locked_until - now())),
+                           ' ' ORDER BY id)
          FROM webhook_outbox.get_ready_deliveries()",
     );
-    // A claimed row keeps its status (the claim is a HOT update); its lease says sending.
+    // A claimed row keeps its status (the claim is a HOT update); its lease
+    // says sending, from the moment of the claim.
     assert_eq!(
         rows,
         format!("{pending}:pending:1:00:00:30 {retry}:retry:3:00:00:30")
@@ -29,10 +36,7 @@ fn claim_leases_due_pending_and_retry_rows() {
             delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"),
             "sending"
         );
-        assert!(delivery::<bool>(
-            d,
-            "locked_until = now() + interval '30 seconds'"
-        ));
+        assert!(delivery::<bool>(d, LEASED_30S));
     }
     // Leased rows are not handed out again.
     assert_eq!(claim(10), Vec::<i64>::new());
@@ -47,7 +51,7 @@ fn claim_uses_the_given_lease() {
     );
     assert!(delivery::<bool>(
         d,
-        "locked_until = now() + interval '5 minutes'"
+        "locked_until BETWEEN clock_timestamp() + interval '4 minutes 59 seconds' AND clock_timestamp() + interval '5 minutes'"
     ));
 }
 
@@ -108,7 +112,7 @@ fn claim_takes_the_oldest_due_first_across_endpoints() {
 #[pg_test(schema = "tests")]
 fn next_due_follows_rows_circuits_and_leases() {
     let next = || {
-        maybe::<f64>("SELECT round(extract(epoch FROM webhook_outbox._next_due() - now()))::float8")
+        maybe::<f64>("SELECT round(extract(epoch FROM webhook_outbox._next_due('60 seconds') - now()))::float8")
     };
     assert_eq!(next(), None, "nothing waits");
     let (closed, open, disabled) = (endpoint(""), endpoint(""), endpoint(""));
@@ -275,7 +279,7 @@ fn claim_reclaims_rows_with_an_expired_lease() {
     assert_eq!(delivery::<i32>(expired, "attempt_count"), 2);
     assert!(delivery::<bool>(
         expired,
-        "status = 'pending' AND locked_until = now() + interval '30 seconds'"
+        &format!("status = 'pending' AND {LEASED_30S}")
     ));
     assert_eq!(delivery::<i32>(leased, "attempt_count"), 1);
 }

@@ -315,7 +315,10 @@ fn enqueue_and_emit_check_event_keys_where_they_are_given() {
         // The longest allowed key goes in, and a NULL subject is fine.
         run(&call(
             f,
-            &format!("'t', '{{}}', event_id => '{}-{f}'", "k".repeat(254 - f.len())),
+            &format!(
+                "'t', '{{}}', event_id => '{}-{f}'",
+                "k".repeat(254 - f.len())
+            ),
         ));
     }
 }

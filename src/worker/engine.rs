@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 const CLAIM: &str = "
     SELECT d.id, d.endpoint_id, d.event_id, d.payload::text, d.attempt_count, d.max_attempts,
            e.url, e.secret, e.headers::text, coalesce(e.rate_limit_rps, $4), d.lease_token
-    FROM webhook_outbox._claim($1, $2::float8 OPERATOR(pg_catalog.*) interval '1 millisecond', $3) d
+    FROM webhook_outbox._claim($1, $2::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond', $3) d
     JOIN webhook_outbox.endpoints e ON e.id OPERATOR(pg_catalog.=) d.endpoint_id";
 
 /// Milliseconds until the next claim may find something (NULL: nothing waits).
 const NEXT_DUE: &str = "
-    SELECT webhook_outbox._ms_until(webhook_outbox._next_due())";
+    SELECT webhook_outbox._ms_until(webhook_outbox._next_due(
+        $1::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond'))";
 
 pub struct Engine {
     pool: Pool,
@@ -127,6 +128,8 @@ impl Engine {
             .filter(|(_, n)| *n >= batch)
             .map(|(e, _)| e)
             .collect();
+        // Before the claim: its leases start later (clock_timestamp() in _claim).
+        let start_by = Instant::now() + self.start_within();
         let rows = plans::execute(
             client,
             CLAIM,
@@ -137,7 +140,6 @@ impl Engine {
                 guc::rate_limit_rps().into(),
             ],
         )?;
-        let start_by = Instant::now() + self.start_within();
         let now_ms = settle::now_ms();
         let claimed: Vec<ClaimedRow> = rows
             .map(|row| ClaimedRow::read(&row))
@@ -245,7 +247,7 @@ impl Engine {
 
 /// Milliseconds until something is due, if anything is waiting.
 pub fn next_due_ms(client: &mut SpiClient<'_>) -> spi::Result<Option<i64>> {
-    plans::execute(client, NEXT_DUE, &[])?
+    plans::execute(client, NEXT_DUE, &[guc::lease_ms().into()])?
         .first()
         .get_one::<i64>()
 }

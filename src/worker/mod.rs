@@ -17,6 +17,10 @@ use scrape::Scrape;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+/// How long the worker waits at shutdown for requests already running; past
+/// that their leases bring them back (`http_timeout` may be minutes).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Shortest sleep when something is due but nothing could be claimed.
 const MIN_NAP_MS: i64 = 10;
 
@@ -142,16 +146,8 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
         );
-        // The worker is a superuser: nothing it runs may resolve a name to an
-        // object another role created (a function in `public` that matches
-        // an argument type more exactly than pg_catalog's would win).
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-        );
     }
+    pin_session_settings();
     shmem::with_slot(index, |slot| {
         *slot = shmem::WorkerSlot::default();
         slot.pid = unsafe { pg_sys::MyProcPid };
@@ -166,6 +162,35 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
     // time, unless the server is shutting down. A worker ended by
     // pg_terminate_backend (code 0 would mean "done for good") comes back.
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Settings of the worker's session that the database's owner could
+/// otherwise choose for it (`ALTER DATABASE … SET`), and that decide what its
+/// statements resolve to, run as, or whether they may run at all.
+fn pin_session_settings() {
+    let settings: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+        // A superuser's statements resolve names in pg_catalog only: a
+        // function in `public` that matches an argument type more exactly
+        // than pg_catalog's would win, and run as superuser.
+        (c"search_path", c"pg_catalog, pg_temp"),
+        (c"role", c"none"),
+        (c"default_transaction_read_only", c"off"),
+        (c"default_transaction_isolation", c"read committed"),
+        // A row lock held by another session (an external worker left idle
+        // in a transaction) stalls one transaction, never the worker.
+        (c"lock_timeout", c"5s"),
+        (c"statement_timeout", c"5min"),
+    ];
+    for (name, value) in settings {
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            )
+        };
+    }
 }
 
 fn run(index: usize) {
@@ -186,6 +211,9 @@ fn run(index: usize) {
         // Whatever state the worker is in (paused, idle, waiting for the
         // extension), it absorbs interrupts and signal barriers here: a
         // DROP DATABASE elsewhere in the cluster waits for every backend.
+        // A cancel between transactions has no statement to cancel: it
+        // would only end the process.
+        unsafe { pg_sys::QueryCancelPending = 0 };
         pgrx::check_for_interrupts!();
         if BackgroundWorker::sigterm_received() {
             break;
@@ -241,7 +269,7 @@ fn run(index: usize) {
             sleep = sleep.min(Duration::from_millis(20));
         }
         let want = (2 * batch).saturating_sub(outstanding).min(batch);
-        if want < batch / 2 && outstanding > 0 {
+        if want == 0 || (want < batch / 2 && outstanding > 0) {
             continue;
         }
         report_activity(c"claiming");
@@ -262,7 +290,11 @@ fn run(index: usize) {
                 e.submit(jobs);
                 sleep = sleep.min(due.unwrap_or(sleep));
             }
-            Ok(None) => report_activity(c"waiting for CREATE EXTENSION webhook_outbox"),
+            Ok(None) => {
+                // Dropped: what is queued has nowhere to be settled.
+                engine = None;
+                report_activity(c"waiting for CREATE EXTENSION webhook_outbox");
+            }
             Err(err) => note_error(index, &mut last_error, &format!("claim: {err}")),
         }
     }
@@ -311,10 +343,10 @@ fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut St
 }
 
 /// SIGTERM: claim nothing more, give back what has not started, let running
-/// requests finish (at most one HTTP timeout), settle everything.
+/// requests finish (for `SHUTDOWN_GRACE` at most), settle everything.
 fn shutdown(mut e: Engine, waker: &Waker) {
     e.release_queued();
-    let deadline = Instant::now() + e.timeout();
+    let deadline = Instant::now() + e.timeout().min(SHUTDOWN_GRACE);
     while !e.idle() && Instant::now() < deadline {
         wait(waker.fd(), Duration::from_millis(50));
         waker.clear();
@@ -324,14 +356,14 @@ fn shutdown(mut e: Engine, waker: &Waker) {
     }
 }
 
-/// Whether the schema the worker calls into is the installed extension's:
-/// `webhook_outbox` is in pg_extension, its schema is that extension's
-/// (pg_depend), owned by the extension's owner, and the claim function is a
-/// member of it. A schema of that name that another role created, in a
-/// database without the extension or after DROP EXTENSION, is never called.
+/// The installed extension's oid, if the schema the worker calls into is its
+/// own: `webhook_outbox` is in pg_extension, its schema is that extension's
+/// (pg_depend), owned by the extension's owner or a superuser (as CREATE
+/// EXTENSION requires, sql/schema.sql), and the claim function is a member
+/// of it. A schema of that name that another role created, in a database
+/// without the extension or after DROP EXTENSION, is never called.
 const INSTALLED: &str = "
-    SELECT EXISTS (
-        SELECT FROM pg_catalog.pg_extension x
+        SELECT x.oid FROM pg_catalog.pg_extension x
         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) x.extnamespace
         JOIN pg_catalog.pg_depend s
           ON s.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
@@ -345,15 +377,34 @@ const INSTALLED: &str = "
          AND m.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
          AND m.refobjid OPERATOR(pg_catalog.=) x.oid
          AND m.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\"
+        JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
         WHERE x.extname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
           AND n.nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
-          AND n.nspowner OPERATOR(pg_catalog.=) x.extowner)";
+          AND (n.nspowner OPERATOR(pg_catalog.=) x.extowner OR o.rolsuper)";
 
+/// Whether the extension is installed (see `INSTALLED`), held so until the
+/// transaction ends: the lock makes a concurrent DROP EXTENSION wait, so no
+/// schema can be planted between the check and the statements after it.
 fn installed(client: &mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<bool> {
-    Ok(crate::plans::execute(client, INSTALLED, &[])?
-        .first()
-        .get_one::<bool>()?
-        .unwrap_or(false))
+    let extension = |c: &mut pgrx::spi::SpiClient<'_>| -> pgrx::spi::Result<Option<pg_sys::Oid>> {
+        crate::plans::execute(c, INSTALLED, &[])?
+            .first()
+            .get_one::<pg_sys::Oid>()
+    };
+    let Some(oid) = extension(client)? else {
+        return Ok(false);
+    };
+    // SAFETY: a lock on a catalog object, released at the end of the transaction.
+    unsafe {
+        pg_sys::LockDatabaseObject(
+            pg_sys::ExtensionRelationId,
+            oid,
+            0,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        )
+    };
+    // Dropped while we waited for the lock?
+    Ok(extension(client)? == Some(oid))
 }
 
 /// `spi_transaction`, run only if the extension is installed (`None` if not):

@@ -26,6 +26,9 @@ const DEADLINE: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8 * 1024;
 /// Live connections (process-wide, so an old listener's stragglers count too).
 const MAX_CONNECTIONS: usize = 16;
+/// A scrape within this long of the last rendering gets that text again:
+/// clients cannot make the worker render (a transaction) more often.
+const MIN_RENDER_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the accept loop looks at its stop flag if no shutdown wakes it.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -44,6 +47,8 @@ pub struct Scrape {
     listener: Arc<TcpListener>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+    /// When the main thread last published a rendering.
+    rendered_at: std::cell::Cell<Option<Instant>>,
     pub address: String,
 }
 
@@ -73,19 +78,35 @@ impl Scrape {
             listener,
             stop,
             acceptor: Some(acceptor),
+            rendered_at: std::cell::Cell::new(None),
             address: address.to_owned(),
         })
     }
 
-    /// Whether a scrape is waiting for a rendering.
+    /// Whether a scrape is waiting for a new rendering. One published less
+    /// than `MIN_RENDER_INTERVAL` ago is served again instead.
     pub fn wanted(&self) -> bool {
-        self.board.wanted.swap(false, Ordering::AcqRel)
+        if !self.board.wanted.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        if self
+            .rendered_at
+            .get()
+            .is_some_and(|at| at.elapsed() < MIN_RENDER_INTERVAL)
+        {
+            let mut slot = self.board.text.lock().unwrap_or_else(|p| p.into_inner());
+            slot.0 += 1;
+            self.board.updated.notify_all();
+            return false;
+        }
+        true
     }
 
     pub fn publish(&self, text: String) {
         let mut slot = self.board.text.lock().unwrap_or_else(|p| p.into_inner());
         *slot = (slot.0 + 1, text.into());
         self.board.updated.notify_all();
+        self.rendered_at.set(Some(Instant::now()));
     }
 }
 
