@@ -119,7 +119,7 @@ fn twins_in_public_never_run_as_superuser() {
     for probe in [
         "SELECT 2::bigint * interval '1 millisecond'",
         "SELECT to_timestamp(1700000000000 / 1000.0)",
-        "SELECT cardinality(ARRAY['a']::text[])",
+        "SELECT cardinality(ARRAY['a']::pg_catalog.text[])",
         "SELECT unnest(ARRAY[1]::bigint[])",
         "DO $$ DECLARE t text[] := ARRAY['x']; BEGIN END $$",
     ] {

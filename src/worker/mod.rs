@@ -363,6 +363,7 @@ fn shutdown(mut e: Engine, waker: &Waker) {
 /// of it. A schema of that name that another role created, in a database
 /// without the extension or after DROP EXTENSION, is never called.
 const INSTALLED: &str = "
+    SELECT (
         SELECT x.oid FROM pg_catalog.pg_extension x
         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) x.extnamespace
         JOIN pg_catalog.pg_depend s
@@ -380,7 +381,7 @@ const INSTALLED: &str = "
         JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
         WHERE x.extname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
           AND n.nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
-          AND (n.nspowner OPERATOR(pg_catalog.=) x.extowner OR o.rolsuper)";
+          AND (n.nspowner OPERATOR(pg_catalog.=) x.extowner OR o.rolsuper))";
 
 /// Whether the extension is installed (see `INSTALLED`), held so until the
 /// transaction ends: the lock makes a concurrent DROP EXTENSION wait, so no
