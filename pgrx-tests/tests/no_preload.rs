@@ -80,8 +80,19 @@ fn placeholders_set_before_the_library_loads_change_nothing() {
     .expect_err("the placeholder must not raise the limit");
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("54000"), "{err:?}");
 
-    // mode "off" set by app: emit still records the event.
-    let created = fresh(&cluster, "app", "SET webhook_outbox.mode = 'off'; SELECT webhook_outbox.emit('a.b', '{}')")
-        .expect("emit");
+    // mode "off" and max_attempts 100 set by app: emit still records the
+    // event, with the server's max_attempts.
+    let created = fresh(
+        &cluster,
+        "app",
+        "SET webhook_outbox.mode = 'off'; SET webhook_outbox.max_attempts = '100';
+         SELECT webhook_outbox.emit('a.b', '{}', event_id => 'placeholders')",
+    )
+    .expect("emit");
     assert_eq!(first_value(&created).as_deref(), Some("1"), "mode stays on");
+    let max_attempts: i32 = db
+        .query_one("SELECT max_attempts FROM webhook_outbox.deliveries WHERE event_id = 'placeholders'", &[])
+        .expect("the row")
+        .get(0);
+    assert_eq!(max_attempts, 5, "the default max_attempts");
 }
