@@ -48,6 +48,9 @@ sync
 WORKER_PID=$($PSQL -Atc "SELECT pid FROM webhook_outbox.v_worker_status WHERE worker = 0")
 # Private memory only: VmRSS also counts the shared buffers the worker touches.
 rss() { awk '/RssAnon/ {print $2}' /proc/$WORKER_PID/status; }
+# The worker's CPU time (user + system, all threads) in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$WORKER_PID/stat; }
+CPU_BEFORE=$(cpu_ticks)
 echo "queued: $N; worker pid $WORKER_PID, private RSS before: $(rss) kB"
 
 $PSQL -c "ALTER SYSTEM SET webhook_outbox.mode = 'on'" >/dev/null
@@ -66,7 +69,8 @@ done
 END=$($PSQL -Atc "SELECT extract(epoch FROM max(attempted_at)) FROM webhook_outbox.attempts")
 SECS=$(echo "$END - $START" | bc -l)
 RATE=$(echo "$N / $SECS" | bc -l)
-printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (wrk ceiling %s/s); worker private RSS max %s kB, after %s kB\n' \
-    "$N" "$SECS" "$RATE" "$WRK_RATE" "$MAXRSS" "$(rss)"
+CPU_US=$(echo "($(cpu_ticks) - $CPU_BEFORE) * 1000000 / $(getconf CLK_TCK) / $N" | bc -l)
+printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (wrk ceiling %s/s); worker CPU %.1f us per delivery; worker private RSS max %s kB, after %s kB\n' \
+    "$N" "$SECS" "$RATE" "$WRK_RATE" "$CPU_US" "$MAXRSS" "$(rss)"
 $PSQL -c "SELECT status, count(*) FROM webhook_outbox.deliveries GROUP BY status" \
       -c "SELECT count(*) AS attempts, count(DISTINCT delivery_id) AS deliveries FROM webhook_outbox.attempts"

