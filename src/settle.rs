@@ -69,8 +69,8 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
     let settled = plans::execute(
         client,
         "WITH r AS (
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[],
-                                  $6::bigint[], $7::text[], $8::int[], $9::bigint[], $10::uuid[])
+             SELECT * FROM unnest($1::bigint[], $2::pg_catalog.text[], $3::int[], $4::pg_catalog.text[], $5::int[],
+                                  $6::bigint[], $7::pg_catalog.text[], $8::int[], $9::bigint[], $10::pg_catalog.uuid[])
                  AS r(id, status, code, err, duration_ms, delay_ms, body, attempt_no, endpoint_id, lease)
          ), upd AS (
              UPDATE webhook_outbox.deliveries d
@@ -232,8 +232,8 @@ pub fn record_health(
              last_error = u.err, health_status = u.health, circuit_state = u.circuit,
              circuit_opened_at = webhook_outbox._from_epoch_ms(u.opened_at),
              updated_at = pg_catalog.now()
-         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::float8[],
-                     $7::int[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::pg_catalog.float8[],
+                     $7::int[], $8::bigint[], $9::bigint[], $10::pg_catalog.text[], $11::pg_catalog.text[], $12::pg_catalog.text[], $13::bigint[])
              AS u(id, total, ok, failed, consecutive, avg_ms, code, success_at, failure_at, err, health, circuit, opened_at)
          WHERE h.webhook_id OPERATOR(pg_catalog.=) u.id",
         &[
@@ -272,7 +272,7 @@ pub fn release(client: &mut SpiClient<'_>, deliveries: &[(Ticket, i64)]) -> spi:
          SET attempt_count = d.attempt_count OPERATOR(pg_catalog.-) 1,
              locked_until = NULL,
              next_attempt_at = GREATEST(webhook_outbox._from_epoch_ms(r.at_ms), pg_catalog.now())
-         FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) AS r(id, lease, at_ms)
+         FROM unnest($1::bigint[], $2::pg_catalog.uuid[], $3::bigint[]) AS r(id, lease, at_ms)
          WHERE d.id OPERATOR(pg_catalog.=) r.id AND d.locked_until IS NOT NULL -- as in settle()
            AND d.lease_token OPERATOR(pg_catalog.=) r.lease",
         &[

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 // Statements here run as the worker's superuser, or inside run_once: names are
 // qualified and arguments exactly typed, so that only pg_catalog's operators match.
 const CLAIM: &str = "
-    SELECT d.id, d.endpoint_id, d.event_id, d.payload::text, d.attempt_count, d.max_attempts,
-           e.url, e.secret, e.headers::text, coalesce(e.rate_limit_rps, $4), d.lease_token
+    SELECT d.id, d.endpoint_id, d.event_id, d.payload::pg_catalog.text, d.attempt_count, d.max_attempts,
+           e.url, e.secret, e.headers::pg_catalog.text, coalesce(e.rate_limit_rps, $4), d.lease_token
     FROM webhook_outbox._claim($1, $2::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond', $3) d
     JOIN webhook_outbox.endpoints e ON e.id OPERATOR(pg_catalog.=) d.endpoint_id";
 
