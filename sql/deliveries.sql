@@ -14,7 +14,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
     -- Infinity compares like any other float8; 1e18 ms is 30 million years.
     SELECT pg_catalog.round(GREATEST(LEAST(pg_catalog.date_part('epoch', t) OPERATOR(pg_catalog.*) 1000::pg_catalog.float8,
-                                           1e18::pg_catalog.float8), -1e18::pg_catalog.float8))::bigint
+                                           1e18::pg_catalog.float8), '-1e18'::pg_catalog.float8))::bigint
 $$;
 COMMENT ON FUNCTION _epoch_ms(timestamptz) IS 'Internal: Unix milliseconds of a timestamp, infinities clamped to +-1e18.';
 

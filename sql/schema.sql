@@ -2,28 +2,41 @@
 -- return these row types.
 
 -- CREATE EXTENSION installs into an existing schema of this name as it finds
--- it. One that another role created (and so may write to, or drop objects
--- from) would sit in the search_path of every SECURITY DEFINER function:
--- refuse it unless a superuser owns it and it is empty.
+-- it. One that another role owns (and so may write to, or drop objects from),
+-- may create objects in, or has already put objects in, would sit in the
+-- search_path of every SECURITY DEFINER function: refuse it unless a
+-- superuser owns it, no one else may create in it, and it is empty.
 DO $$
 DECLARE
+    nsp pg_catalog.oid := 'webhook_outbox'::pg_catalog.regnamespace;
     owner_is_superuser boolean;
+    others_may_create boolean;
     objects bigint;
 BEGIN
     SELECT r.rolsuper INTO owner_is_superuser
     FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
-    WHERE n.nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name;
-    SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
-         OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc WHERE pronamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
-         OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_type WHERE typnamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
-         OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_operator WHERE oprnamespace OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.regnamespace)
-      INTO objects;
-    IF NOT owner_is_superuser OR objects OPERATOR(pg_catalog.>) 0 THEN
-        RAISE EXCEPTION 'schema webhook_outbox already exists and was not left empty by a superuser'
+    WHERE n.oid OPERATOR(pg_catalog.=) nsp;
+    SELECT EXISTS (
+        SELECT FROM pg_catalog.pg_namespace n
+        CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+        LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.grantee
+        WHERE n.oid OPERATOR(pg_catalog.=) nsp
+          AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'::pg_catalog.text
+          AND (a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid OR NOT r.rolsuper))
+      INTO others_may_create;
+    -- Every object in a schema depends on it; the extension being created does too.
+    SELECT pg_catalog.count(*) INTO objects
+    FROM pg_catalog.pg_depend d
+    WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+      AND d.refobjid OPERATOR(pg_catalog.=) nsp
+      AND d.classid OPERATOR(pg_catalog.<>) 'pg_catalog.pg_extension'::pg_catalog.regclass;
+    IF NOT owner_is_superuser OR others_may_create OR objects OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'schema webhook_outbox already exists and was not left empty and closed by a superuser'
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = pg_catalog.format('Owner: %s; objects in it: %s.',
+                  DETAIL = pg_catalog.format('Owner: %s; others may create in it: %s; objects in it: %s.',
                                              (SELECT nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace
-                                              WHERE nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name), objects),
+                                              WHERE oid OPERATOR(pg_catalog.=) nsp),
+                                             others_may_create, objects),
                   HINT = 'Another role could change what the extension''s functions run as superuser. '
                          'Inspect the schema, drop it (DROP SCHEMA webhook_outbox CASCADE) and run CREATE EXTENSION again.';
     END IF;

@@ -37,11 +37,19 @@ pub struct Settled {
     pub stale: usize,
     /// Endpoints among the results whose circuit is not closed now.
     pub open_circuits: HashSet<i64>,
+    /// Health events of endpoints whose row another session holds (with
+    /// `HealthLock::SkipLocked`): for the next settle.
+    pub skipped_health: Vec<HealthEvent>,
 }
 
-/// Write the results.
-pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Result<Settled> {
-    if results.is_empty() {
+/// Write the results, and health events `carried` over from an earlier settle.
+pub fn settle(
+    client: &mut SpiClient<'_>,
+    results: &[AttemptResult],
+    lock: HealthLock,
+    carried: &[HealthEvent],
+) -> spi::Result<Settled> {
+    if results.is_empty() && carried.is_empty() {
         return Ok(Settled::default());
     }
     let policy = guc::retry_policy();
@@ -127,27 +135,35 @@ pub fn settle(client: &mut SpiClient<'_>, results: &[AttemptResult]) -> spi::Res
         };
         statuses.push((id, status));
     }
-    let health: Vec<HealthEvent> = results
+    let health: Vec<HealthEvent> = carried
         .iter()
-        .filter(|r| ours.contains(&r.delivery_id))
-        .map(|r| HealthEvent {
-            endpoint_id: r.endpoint_id,
-            success: outcome::classify(r.status_code, r.permanent) == outcome::Class::Success,
-            status_code: r.status_code,
-            response_ms: r.duration_ms.map(f64::from),
-            error: r.error.as_deref().map(bounded),
-        })
+        .cloned()
+        .chain(
+            results
+                .iter()
+                .filter(|r| ours.contains(&r.delivery_id))
+                .map(|r| HealthEvent {
+                    endpoint_id: r.endpoint_id,
+                    success: outcome::classify(r.status_code, r.permanent)
+                        == outcome::Class::Success,
+                    status_code: r.status_code,
+                    response_ms: r.duration_ms.map(f64::from),
+                    error: r.error.as_deref().map(bounded),
+                }),
+        )
         .collect();
-    let open_circuits = record_health(client, &health)?;
+    let (open_circuits, skipped_health) = record_health(client, &health, lock)?;
     let stale = results.len() - statuses.len();
     Ok(Settled {
         statuses,
         stale,
         open_circuits,
+        skipped_health,
     })
 }
 
 /// One result as endpoint health sees it.
+#[derive(Debug, Clone)]
 pub struct HealthEvent {
     pub endpoint_id: i64,
     pub success: bool,
@@ -156,15 +172,46 @@ pub struct HealthEvent {
     pub error: Option<String>,
 }
 
+/// How `record_health` takes an endpoint's row that another session holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthLock {
+    /// Wait for it (a caller reporting one result).
+    Wait,
+    /// Leave it, and hand its events back: the worker's settle must not stall
+    /// (its lock_timeout would throw the whole batch away) on a row that, say,
+    /// an external worker idle in a transaction after update_webhook_health()
+    /// holds. Another worker's settle holds one for milliseconds.
+    SkipLocked,
+}
+
+macro_rules! load_health {
+    ($lock:literal) => {
+        concat!(
+            "SELECT webhook_id, total_deliveries, successful_deliveries, failed_deliveries,
+                    consecutive_failures, avg_response_time_ms, last_status_code,
+                    webhook_outbox._epoch_ms(last_success_at),
+                    webhook_outbox._epoch_ms(last_failure_at),
+                    last_error, circuit_state,
+                    webhook_outbox._epoch_ms(circuit_opened_at)
+             FROM webhook_outbox.health_metrics
+             WHERE webhook_id OPERATOR(pg_catalog.=) ANY ($1)
+             ORDER BY webhook_id ",
+            $lock
+        )
+    };
+}
+
 /// Fold results into `health_metrics`: rows locked in id order (no deadlock
 /// between workers), updated in Rust, written back in one statement. Returns
-/// the endpoints whose circuit is not closed afterwards.
+/// the endpoints whose circuit is not closed afterwards, and the events of
+/// endpoints whose row was left locked (`HealthLock::SkipLocked`).
 pub fn record_health(
     client: &mut SpiClient<'_>,
     events: &[HealthEvent],
-) -> spi::Result<HashSet<i64>> {
+    lock: HealthLock,
+) -> spi::Result<(HashSet<i64>, Vec<HealthEvent>)> {
     if events.is_empty() {
-        return Ok(HashSet::new());
+        return Ok((HashSet::new(), Vec::new()));
     }
     let ids: Vec<i64> = {
         let mut ids: Vec<i64> = events.iter().map(|e| e.endpoint_id).collect();
@@ -173,20 +220,11 @@ pub fn record_health(
         ids
     };
     let mut rows: BTreeMap<i64, Health> = BTreeMap::new();
-    let loaded = plans::execute(
-        client,
-        "SELECT webhook_id, total_deliveries, successful_deliveries, failed_deliveries,
-                consecutive_failures, avg_response_time_ms, last_status_code,
-                webhook_outbox._epoch_ms(last_success_at),
-                webhook_outbox._epoch_ms(last_failure_at),
-                last_error, circuit_state,
-                webhook_outbox._epoch_ms(circuit_opened_at)
-         FROM webhook_outbox.health_metrics
-         WHERE webhook_id OPERATOR(pg_catalog.=) ANY ($1)
-         ORDER BY webhook_id
-         FOR UPDATE",
-        &[ids.into()],
-    )?;
+    let sql = match lock {
+        HealthLock::Wait => load_health!("FOR UPDATE"),
+        HealthLock::SkipLocked => load_health!("FOR UPDATE SKIP LOCKED"),
+    };
+    let loaded = plans::execute(client, sql, &[ids.clone().into()])?;
     for row in loaded {
         let id = row.get::<i64>(1)?.unwrap_or_default();
         rows.insert(
@@ -252,11 +290,33 @@ pub fn record_health(
             hs.iter().map(|h| h.circuit_opened_at).collect::<Vec<_>>().into(),
         ],
     )?;
-    Ok(rows
+    let open = rows
         .iter()
         .filter(|(_, h)| h.circuit != CircuitState::Closed)
         .map(|(id, _)| *id)
-        .collect())
+        .collect();
+    // Rows not loaded: held by another session, or their endpoint is gone.
+    let missing: Vec<i64> = ids
+        .into_iter()
+        .filter(|id| !rows.contains_key(id))
+        .collect();
+    let held: HashSet<i64> = if missing.is_empty() || lock == HealthLock::Wait {
+        HashSet::new()
+    } else {
+        plans::execute(
+            client,
+            "SELECT webhook_id FROM webhook_outbox.health_metrics WHERE webhook_id OPERATOR(pg_catalog.=) ANY ($1)",
+            &[missing.into()],
+        )?
+        .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
+        .collect::<spi::Result<_>>()?
+    };
+    let skipped = events
+        .iter()
+        .filter(|e| held.contains(&e.endpoint_id))
+        .cloned()
+        .collect();
+    Ok((open, skipped))
 }
 
 /// Put claimed deliveries back without counting an attempt (rate limit,

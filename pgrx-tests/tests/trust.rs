@@ -273,6 +273,7 @@ fn a_failed_create_endpoint_logs_no_secret() {
         // Errors that quote the URL quote its scheme and host only.
         format!("SELECT webhook_outbox.create_endpoint('example.com/hook?key=token-in-query', secret => '{secret}')"),
         format!("SELECT webhook_outbox.create_endpoint('https://:8443/token-in-path', secret => '{secret}')"),
+        format!("SELECT webhook_outbox.create_endpoint('/token-in-path?next=https://x', secret => '{secret}')"),
         format!(
             "SELECT webhook_outbox.create_endpoint('https://example.com/c', secret => '{secret}', \
              headers => '{{\"x-api-key\": \"hdr-value-do-not-log\", \"bad header\": \"x\"}}')"

@@ -102,7 +102,8 @@ fn record_attempt(
             permanent: false,
             response_body: None,
         };
-        let settled = settle::settle(client, &[result]).map_err(spi_error)?;
+        let settled =
+            settle::settle(client, &[result], settle::HealthLock::Wait, &[]).map_err(spi_error)?;
         Ok(settled
             .statuses
             .first()
@@ -136,7 +137,10 @@ fn _update_webhook_health(
         response_ms: response_time_ms.map(f64::from),
         error: error.map(settle::bounded),
     };
-    Spi::connect_mut(|client| settle::record_health(client, &[event]).map(drop)).map_err(spi_error)
+    Spi::connect_mut(|client| {
+        settle::record_health(client, &[event], settle::HealthLock::Wait).map(drop)
+    })
+    .map_err(spi_error)
 }
 
 fn not_null(name: &str, hint: &str) -> ErrorReport {

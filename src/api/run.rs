@@ -34,6 +34,7 @@ fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
         loop {
             let idle = engine.idle();
             let settled = engine.settle(client).map_err(spi_error)?;
+            engine.settled();
             attempted += (settled.sent + settled.failed) as i64;
             if idle && engine.outstanding() == 0 {
                 return Ok(attempted);

@@ -188,7 +188,13 @@ pub fn validate_url(url: &str, allow_http: bool) -> Result<TargetUrl, UrlError> 
 /// `url` for an error message, with anything before an `@` in the authority
 /// (a password, typically) masked.
 fn redacted(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
+    // A scheme separator only counts before the first path, query or
+    // fragment character ("host/x?next=https://…" has none).
+    let first_delimiter = url.find(['/', '?', '#']).unwrap_or(url.len());
+    let start = url
+        .find("://")
+        .filter(|&i| i <= first_delimiter)
+        .map_or(0, |i| i + 3);
     let end = url[start..]
         .find(['/', '?', '#'])
         .map_or(url.len(), |i| start + i);
@@ -942,6 +948,8 @@ mod tests {
             "https:///s3cret?token=s3cret",
             "host.example/s3cret",
             "https://:1/s3cret",
+            "/s3cret?next=https://x",
+            "host/s3cret?u=http://a",
         ] {
             let err = validate_url(url, false).unwrap_err().to_string();
             assert!(!err.contains("s3cret"), "path or query echoed: {err}");

@@ -380,14 +380,13 @@ fn settle_and_release_change_only_the_current_lease() {
         permanent: false,
         response_body: None,
     };
+    let write = |lease: [u8; 16]| {
+        Spi::connect_mut(|c| settle::settle(c, &[result(lease)], settle::HealthLock::Wait, &[]))
+            .unwrap()
+    };
     let foreign = [7u8; 16];
-    let stale = Spi::connect_mut(|c| {
-        let written = settle::settle(c, &[result(foreign)])?;
-        settle::release(c, &[(ticket(foreign), 0)])?;
-        Ok::<_, pgrx::spi::Error>(written.stale)
-    })
-    .unwrap();
-    assert_eq!(stale, 1);
+    assert_eq!(write(foreign).stale, 1);
+    Spi::connect_mut(|c| settle::release(c, &[(ticket(foreign), 0)])).unwrap();
     assert_eq!(
         delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"),
         "sending"
@@ -404,8 +403,25 @@ fn settle_and_release_change_only_the_current_lease() {
         0
     );
 
-    let statuses =
-        Spi::connect_mut(|c| settle::settle(c, &[result(*current.as_bytes())]).map(|w| w.statuses))
-            .unwrap();
-    assert_eq!(statuses, vec![(d, "sent")]);
+    assert_eq!(write(*current.as_bytes()).statuses, vec![(d, "sent")]);
+    // The same result again: the lease is over, nothing changes.
+    assert_eq!(write(*current.as_bytes()).stale, 1);
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT count(*) FROM webhook_outbox.attempts WHERE delivery_id = {d}"
+        )),
+        1
+    );
+    // A delivery never claimed carries the all-zero token, and no lease.
+    let unclaimed = enqueue(e);
+    let zero = Spi::connect_mut(|c| {
+        let r = AttemptResult {
+            delivery_id: unclaimed,
+            ..result([0u8; 16])
+        };
+        settle::settle(c, &[r], settle::HealthLock::Wait, &[])
+    })
+    .unwrap();
+    assert_eq!(zero.stale, 1);
+    assert_eq!(delivery::<String>(unclaimed, "status"), "pending");
 }

@@ -20,15 +20,16 @@ fn claim_leases_due_pending_and_retry_rows() {
         "status = 'retry', attempt_count = 2, next_attempt_at = now() - interval '1 minute'",
     );
     let rows = one::<String>(
-        "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, date_trunc('second', locked_until - now())),
-                           ' ' ORDER BY id)
-         FROM webhook_outbox.get_ready_deliveries()",
+        &format!(
+            "SELECT string_agg(format('%s:%s:%s:%s', id, status, attempt_count, {LEASED_30S}), ' ' ORDER BY id)
+             FROM webhook_outbox.get_ready_deliveries()"
+        ),
     );
     // A claimed row keeps its status (the claim is a HOT update); its lease
     // says sending, from the moment of the claim.
     assert_eq!(
         rows,
-        format!("{pending}:pending:1:00:00:30 {retry}:retry:3:00:00:30")
+        format!("{pending}:pending:1:t {retry}:retry:3:t")
     );
     // The returned rows are what the table now holds.
     for d in [pending, retry] {

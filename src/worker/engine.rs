@@ -7,7 +7,7 @@ use super::pool::{Done, Job, Pool, Ticket, Waker};
 use super::ratelimit::{Admit, RateTable};
 use super::shmem;
 use crate::delivery::{self, Client, HttpConfig, Request};
-use crate::settle::{self, AttemptResult};
+use crate::settle::{self, AttemptResult, HealthEvent, HealthLock};
 use crate::{guc, plans};
 use pgrx::spi::{self, SpiClient};
 use std::cell::RefCell;
@@ -32,7 +32,25 @@ pub struct Engine {
     http: HttpConfig,
     concurrency: usize,
     waker: Waker,
+    /// Finished jobs taken from the pool and not yet written by a committed
+    /// settle: a settle that fails (a lock wait that times out) keeps them
+    /// for the next one, instead of leaving them to be sent again.
+    unsettled: Vec<Done>,
+    /// Settles of `unsettled` that failed in a row.
+    failed_settles: u32,
+    /// Health events of endpoints whose row another session held at the
+    /// last committed settle, for the next one; and those of the settle in
+    /// progress.
+    deferred_health: Vec<HealthEvent>,
+    skipped_health: Vec<HealthEvent>,
 }
+
+/// Health events kept for endpoints whose row stays held: the newest.
+const MAX_DEFERRED_HEALTH: usize = 10_000;
+
+/// Settles that may fail in a row before the results they carry are given
+/// up (their leases then bring the deliveries back).
+const MAX_FAILED_SETTLES: u32 = 3;
 
 fn wake_every() -> usize {
     guc::batch_size() / 2
@@ -81,6 +99,10 @@ impl Engine {
             http,
             concurrency,
             waker,
+            unsettled: Vec::new(),
+            failed_settles: 0,
+            deferred_health: Vec::new(),
+            skipped_health: Vec::new(),
         })
     }
 
@@ -89,7 +111,10 @@ impl Engine {
         let http = guc::http_config()?;
         self.pool.set_wake_every(wake_every());
         if guc::concurrency() != self.concurrency && self.pool.idle() {
+            let mut unsettled = std::mem::take(&mut self.unsettled);
+            unsettled.extend(self.pool.take_done());
             *self = Engine::new(self.waker.clone())?;
+            self.unsettled = unsettled;
         } else if http != self.http {
             self.pool.set_client(Client::new(&http)?);
             self.http = http;
@@ -99,12 +124,12 @@ impl Engine {
 
     /// Something to settle: results, or queued jobs too late to start (to give back).
     pub fn has_results(&self) -> bool {
-        self.pool.has_done() || self.pool.has_expired()
+        !self.unsettled.is_empty() || self.pool.has_done() || self.pool.has_expired()
     }
 
     /// Deliveries claimed and not yet settled.
     pub fn outstanding(&self) -> usize {
-        self.pool.outstanding().0
+        self.pool.outstanding().0 + self.unsettled.len()
     }
 
     pub fn timeout(&self) -> Duration {
@@ -172,7 +197,7 @@ impl Engine {
             }
         });
         settle::release(client, &deferred)?;
-        settle::settle(client, &refused)?;
+        settle::settle(client, &refused, HealthLock::SkipLocked, &[])?;
         Ok(Batch { count, jobs })
     }
 
@@ -189,12 +214,24 @@ impl Engine {
     }
 
     /// Write back what the HTTP thread finished. Queued jobs of endpoints whose
-    /// circuit just opened, and jobs queued for half a lease, are put back.
+    /// circuit just opened, and jobs too late to start, are put back. Call
+    /// `settled` once the transaction has committed.
     pub fn settle(&mut self, client: &mut SpiClient<'_>) -> spi::Result<Settled> {
         self.pool.release(Job::expired);
+        if self.failed_settles >= MAX_FAILED_SETTLES {
+            pgrx::log!(
+                "webhook_outbox: {} results given up after {MAX_FAILED_SETTLES} failed settles; their leases will bring the deliveries back",
+                self.unsettled.len()
+            );
+            self.unsettled.clear();
+            self.failed_settles = 0;
+        }
+        // Counted as failed until `settled` says it committed.
+        self.failed_settles += 1;
+        self.unsettled.extend(self.pool.take_done());
         let mut results = Vec::new();
         let mut released = Vec::new();
-        for done in self.pool.take_done() {
+        for done in &self.unsettled {
             match done {
                 Done::Attempted(ticket, outcome) => results.push(AttemptResult {
                     delivery_id: ticket.delivery_id,
@@ -204,15 +241,21 @@ impl Engine {
                     lease: ticket.lease,
                     status_code: outcome.status.map(i32::from),
                     duration_ms: Some(outcome.duration_ms.min(i32::MAX as u32) as i32),
-                    error: outcome.error,
+                    error: outcome.error.clone(),
                     retry_after_ms: outcome.retry_after.map(|d| d.as_millis() as u64),
                     permanent: outcome.permanent,
-                    response_body: outcome.response_prefix,
+                    response_body: outcome.response_prefix.clone(),
                 }),
-                Done::Released(t) => released.push((t, 0)),
+                Done::Released(t) => released.push((*t, 0)),
             }
         }
-        let written = settle::settle(client, &results)?;
+        let written = settle::settle(
+            client,
+            &results,
+            HealthLock::SkipLocked,
+            &self.deferred_health,
+        )?;
+        self.skipped_health = written.skipped_health.clone();
         if written.stale > 0 {
             pgrx::log!(
                 "webhook_outbox: {} results not written: their leases had ended and the deliveries were claimed again",
@@ -233,6 +276,18 @@ impl Engine {
             sent,
             failed: written.statuses.len() as u64 - sent,
         })
+    }
+
+    /// The last `settle` committed: its results are written.
+    pub fn settled(&mut self) {
+        self.unsettled.clear();
+        self.failed_settles = 0;
+        self.deferred_health = std::mem::take(&mut self.skipped_health);
+        let excess = self
+            .deferred_health
+            .len()
+            .saturating_sub(MAX_DEFERRED_HEALTH);
+        self.deferred_health.drain(..excess);
     }
 
     /// Put every queued job back (shutdown); running ones finish on their own.

@@ -168,7 +168,7 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
 /// otherwise choose for it (`ALTER DATABASE … SET`), and that decide what its
 /// statements resolve to, run as, or whether they may run at all.
 fn pin_session_settings() {
-    let settings: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+    let settings: [(&std::ffi::CStr, &std::ffi::CStr); 7] = [
         // A superuser's statements resolve names in pg_catalog only: a
         // function in `public` that matches an argument type more exactly
         // than pg_catalog's would win, and run as superuser.
@@ -179,7 +179,9 @@ fn pin_session_settings() {
         // A row lock held by another session (an external worker left idle
         // in a transaction) stalls one transaction, never the worker.
         (c"lock_timeout", c"5s"),
-        (c"statement_timeout", c"5min"),
+        // An ERROR the worker catches must stay an ERROR, not end the process.
+        (c"exit_on_error", c"off"),
+        (c"plpgsql.extra_errors", c"none"),
     ];
     for (name, value) in settings {
         unsafe {
@@ -241,11 +243,14 @@ fn run(index: usize) {
         if e.has_results() {
             report_activity(c"settling");
             match installed_transaction(|c| e.settle(c)) {
-                Ok(Some(s)) => shmem::with_slot(index, |slot| {
-                    slot.sent += s.sent;
-                    slot.failed += s.failed;
-                    slot.last_active_ms = now_ms();
-                }),
+                Ok(Some(s)) => {
+                    e.settled();
+                    shmem::with_slot(index, |slot| {
+                        slot.sent += s.sent;
+                        slot.failed += s.failed;
+                        slot.last_active_ms = now_ms();
+                    })
+                }
                 // Dropped: nothing to settle into, and nothing more to send.
                 Ok(None) => {
                     engine = None;
@@ -351,39 +356,52 @@ fn shutdown(mut e: Engine, waker: &Waker) {
         wait(waker.fd(), Duration::from_millis(50));
         waker.clear();
     }
-    if let Err(err) = installed_transaction(|c| e.settle(c)) {
-        warning!("webhook_outbox: settling at shutdown failed, leases will expire: {err}");
+    match installed_transaction(|c| e.settle(c)) {
+        Ok(_) => e.settled(),
+        Err(err) => {
+            warning!("webhook_outbox: settling at shutdown failed, leases will expire: {err}")
+        }
     }
 }
 
 /// The installed extension's oid, if the schema the worker calls into is its
 /// own: `webhook_outbox` is in pg_extension, its schema is that extension's
-/// (pg_depend), owned by the extension's owner or a superuser (as CREATE
-/// EXTENSION requires, sql/schema.sql), and the claim function is a member
-/// of it. A schema of that name that another role created, in a database
+/// (pg_depend), owned by the extension's owner or a superuser and closed to
+/// everyone else's CREATE (as CREATE EXTENSION requires, sql/schema.sql), and
+/// the claim function is a member of it. A schema of that name that another role created, in a database
 /// without the extension or after DROP EXTENSION, is never called.
 const INSTALLED: &str = "
     SELECT (
         SELECT x.oid FROM pg_catalog.pg_extension x
         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) x.extnamespace
-        JOIN pg_catalog.pg_depend s
-          ON s.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
-         AND s.objid OPERATOR(pg_catalog.=) x.oid
-         AND s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
-         AND s.refobjid OPERATOR(pg_catalog.=) n.oid
-        JOIN pg_catalog.pg_proc p
-          ON p.pronamespace OPERATOR(pg_catalog.=) n.oid
-         AND p.proname OPERATOR(pg_catalog.=) '_claim'::pg_catalog.name
-        JOIN pg_catalog.pg_depend m
-          ON m.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-         AND m.objid OPERATOR(pg_catalog.=) p.oid
-         AND m.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
-         AND m.refobjid OPERATOR(pg_catalog.=) x.oid
-         AND m.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\"
         JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
         WHERE x.extname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
           AND n.nspname OPERATOR(pg_catalog.=) 'webhook_outbox'::pg_catalog.name
-          AND (n.nspowner OPERATOR(pg_catalog.=) x.extowner OR o.rolsuper))";
+          AND (n.nspowner OPERATOR(pg_catalog.=) x.extowner OR o.rolsuper)
+          -- The schema is the extension's.
+          AND EXISTS (
+              SELECT FROM pg_catalog.pg_depend s
+              WHERE s.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                AND s.objid OPERATOR(pg_catalog.=) x.oid
+                AND s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                AND s.refobjid OPERATOR(pg_catalog.=) n.oid)
+          -- The claim function is a member of it.
+          AND EXISTS (
+              SELECT FROM pg_catalog.pg_proc p
+              JOIN pg_catalog.pg_depend m
+                ON m.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND m.objid OPERATOR(pg_catalog.=) p.oid
+               AND m.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+               AND m.refobjid OPERATOR(pg_catalog.=) x.oid
+               AND m.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\"
+              WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid
+                AND p.proname OPERATOR(pg_catalog.=) '_claim'::pg_catalog.name)
+          -- No one but superusers may create objects in the schema.
+          AND NOT EXISTS (
+              SELECT FROM pg_catalog.aclexplode(n.nspacl) a
+              LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.grantee
+              WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'::pg_catalog.text
+                AND (a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid OR NOT r.rolsuper)))";
 
 /// Whether the extension is installed (see `INSTALLED`), held so until the
 /// transaction ends: the lock makes a concurrent DROP EXTENSION wait, so no
