@@ -145,3 +145,36 @@ fn extreme_timestamps_in_any_row_do_not_stop_the_worker() {
     assert!(!cluster.log().contains("webhook_outbox worker 0: claim"), "a claim failed:\n{}", cluster.log());
     assert!(!cluster.log().contains("webhook_outbox worker 0: settle"), "a settle failed:\n{}", cluster.log());
 }
+
+#[test]
+fn a_health_row_another_session_holds_stalls_no_delivery() {
+    let cluster = Cluster::start(&[]);
+    let rx = Receiver::http(vec![Reply::ok()]);
+    let mut db = cluster.client();
+    let ep = outbox::create_endpoint(&mut db, &rx.url(), &EndpointOpts::default());
+    // An external worker reports a result and stays idle in its transaction,
+    // holding the endpoint's health row.
+    let mut external = cluster.client();
+    let mut held = external.transaction().expect("begin");
+    held.query("SELECT webhook_outbox.update_webhook_health($1, 200, 5)", &[&ep.id]).expect("update_webhook_health");
+
+    let ids = outbox::enqueue_seq(&mut db, ep.id, 20);
+    // Sooner than the worker's lock_timeout (5 s): the settle did not wait.
+    for id in &ids {
+        outbox::wait_for_status(&mut db, *id, "sent", Duration::from_secs(4));
+    }
+    assert_eq!(rx.request_count(), 20, "each sent once, none sent again");
+
+    // Once the row is free, a later settle folds the held-back results in.
+    held.rollback().expect("rollback");
+    let last = outbox::enqueue(&mut db, ep.id, &serde_json::json!({"last": true}));
+    outbox::wait_for_status(&mut db, last, "sent", Duration::from_secs(5));
+    let counted = wait_until(Duration::from_secs(5), || {
+        let total: i64 = db
+            .query_one("SELECT total_deliveries FROM webhook_outbox.health_metrics WHERE webhook_id = $1", &[&ep.id])
+            .expect("health")
+            .get(0);
+        total == 21
+    });
+    assert!(counted, "the health of the held-back results was not recorded");
+}
