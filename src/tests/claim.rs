@@ -27,10 +27,7 @@ fn claim_leases_due_pending_and_retry_rows() {
     );
     // A claimed row keeps its status (the claim is a HOT update); its lease
     // says sending, from the moment of the claim.
-    assert_eq!(
-        rows,
-        format!("{pending}:pending:1:t {retry}:retry:3:t")
-    );
+    assert_eq!(rows, format!("{pending}:pending:1:t {retry}:retry:3:t"));
     // The returned rows are what the table now holds.
     for d in [pending, retry] {
         assert_eq!(

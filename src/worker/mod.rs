@@ -136,17 +136,7 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
     let database = guc::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let name = std::ffi::CString::new(format!("webhook_outbox worker {index}")).unwrap_or_default();
-    unsafe {
-        pg_sys::pgstat_report_appname(name.as_ptr());
-        // Losing the last commits in a crash only means sending those deliveries
-        // again after their lease, which at-least-once allows: no fsync wait per batch.
-        pg_sys::SetConfigOption(
-            c"synchronous_commit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-        );
-    }
+    unsafe { pg_sys::pgstat_report_appname(name.as_ptr()) };
     pin_session_settings();
     shmem::with_slot(index, |slot| {
         *slot = shmem::WorkerSlot::default();
@@ -164,11 +154,14 @@ pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
-/// Settings of the worker's session that the database's owner could
-/// otherwise choose for it (`ALTER DATABASE … SET`), and that decide what its
-/// statements resolve to, run as, or whether they may run at all.
+/// Settings of the worker's session, set over any the database's owner could
+/// otherwise choose for it (`ALTER DATABASE … SET`): what its statements
+/// resolve to, run as, whether they may run at all, and how it commits.
 fn pin_session_settings() {
-    let settings: [(&std::ffi::CStr, &std::ffi::CStr); 7] = [
+    let settings: [(&std::ffi::CStr, &std::ffi::CStr); 8] = [
+        // Losing the last commits in a crash only means sending those deliveries
+        // again after their lease, which at-least-once allows: no fsync wait per batch.
+        (c"synchronous_commit", c"off"),
         // A superuser's statements resolve names in pg_catalog only: a
         // function in `public` that matches an argument type more exactly
         // than pg_catalog's would win, and run as superuser.

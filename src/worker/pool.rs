@@ -72,6 +72,21 @@ impl State {
         (shared.concurrency / self.queues.len().max(1)).clamp(1, shared.per_endpoint)
     }
 
+    /// After an endpoint's queue or running count went down: forget it if it
+    /// has nothing queued or running (the others' share grows with that), or
+    /// put it back in turn if it may start another request.
+    fn tidy(&mut self, endpoint: i64, shared: &Shared) {
+        let idle = self.queues.get(&endpoint).is_none_or(VecDeque::is_empty)
+            && self.running.get(&endpoint).copied().unwrap_or(0) == 0;
+        if idle {
+            self.queues.remove(&endpoint);
+            self.running.remove(&endpoint);
+            self.refill(shared);
+        } else if self.runnable(endpoint, shared) {
+            self.ready.push_back(endpoint);
+        }
+    }
+
     /// An endpoint left: the others' share grew, and some may run more now.
     fn refill(&mut self, shared: &Shared) {
         let runnable: Vec<i64> = self
@@ -261,6 +276,16 @@ impl Pool {
         }
         let released = done.len() > before;
         state.queued_total = state.queues.values().map(VecDeque::len).sum();
+        // An endpoint left with no work must not keep counting in the shares.
+        let emptied: Vec<i64> = state
+            .queues
+            .iter()
+            .filter(|(_, q)| q.is_empty())
+            .map(|(e, _)| *e)
+            .collect();
+        for endpoint in emptied {
+            state.tidy(endpoint, &self.shared);
+        }
         drop(state);
         if released {
             self.shared.waker.wake();
@@ -331,14 +356,7 @@ fn next_job(shared: &Shared, state: &mut State) -> Option<Job> {
             // Sent now, it could still be running when its lease ends.
             state.done.push(Done::Released(job.ticket));
             shared.waker.wake();
-            if state.queues.get(&endpoint).is_some_and(VecDeque::is_empty)
-                && !state.running.contains_key(&endpoint)
-            {
-                state.queues.remove(&endpoint);
-                state.refill(shared);
-            } else if state.runnable(endpoint, shared) {
-                state.ready.push_back(endpoint);
-            }
+            state.tidy(endpoint, shared);
             continue;
         }
         *state.running.entry(endpoint).or_default() += 1;
@@ -362,15 +380,7 @@ fn finish(shared: &Shared, ticket: Ticket, outcome: Outcome) {
         *n -= 1;
     }
     state.running_total -= 1;
-    if state.queues.get(&endpoint).is_some_and(|q| q.is_empty())
-        && state.running.get(&endpoint) == Some(&0)
-    {
-        state.queues.remove(&endpoint);
-        state.running.remove(&endpoint);
-        state.refill(shared);
-    } else if state.runnable(endpoint, shared) {
-        state.ready.push_back(endpoint);
-    }
+    state.tidy(endpoint, shared);
     state.done.push(Done::Attempted(ticket, outcome));
     let wake = state.done.len() >= shared.wake_every.load(Ordering::Relaxed)
         || (state.queued_total == 0 && state.running_total == 0);
