@@ -47,13 +47,13 @@ DECLARE
     queue record;
 BEGIN
     -- Pending, retry and sending rows are all in the due index: one pass counts them.
-    SELECT count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'pending') AS pending,
-           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'retry')   AS retry,
-           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'sending') AS sending,
-           min(d.created_at)                                                            AS oldest
+    SELECT coalesce(sum(q.deliveries) FILTER (WHERE q.state = 'pending'), 0) AS pending,
+           coalesce(sum(q.deliveries) FILTER (WHERE q.state = 'retry'), 0)   AS retry,
+           coalesce(sum(q.deliveries) FILTER (WHERE q.state = 'sending'), 0) AS sending,
+           min(q.oldest_created_at)                                          AS oldest
     INTO queue
-    FROM deliveries d
-    WHERE d.status IN ('pending', 'retry');
+    FROM _queue_counts q
+    WHERE q.status IN ('pending', 'retry');
     RETURN _prom_family('webhook_deliveries_total', 'counter',
         'HTTP attempts settled per endpoint: status sent (2xx) or failed (anything else). From health_metrics, since the endpoint was created.',
         ARRAY(SELECT format('%s %s', _prom_labels('endpoint', h.webhook_id::text, 'status', s.status), s.n)
@@ -106,7 +106,7 @@ BEGIN
               '{status="sending"} ' || queue.sending,
               -- The range condition lets the BRIN index of shadow rows serve.
               '{status="shadow"} '  || (SELECT count(*) FROM deliveries d WHERE d.status = 'shadow' AND d.created_at > '-infinity'),
-              '{status="dead"} '    || (SELECT count(*) FROM deliveries d WHERE d.status = 'dead')])
+              '{status="dead"} '    || (SELECT coalesce(sum(q.deliveries), 0) FROM _queue_counts q WHERE q.status = 'dead')])
     || _prom_family('webhook_oldest_pending_age_seconds', 'gauge',
         'Age of the oldest delivery still pending, in retry or sending (from created_at); 0 when there is none.',
         ARRAY[' ' || round(coalesce(extract(epoch FROM now() - queue.oldest), 0), 3)])

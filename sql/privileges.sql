@@ -4,6 +4,7 @@
 REVOKE ALL ON ALL TABLES IN SCHEMA webhook_outbox FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA webhook_outbox FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook_outbox FROM PUBLIC;
--- Except a pure expression the views call: function rights are the reader's,
--- so a role granted a view needs it.
+-- Except the pure expressions the views call: function rights are the
+-- reader's, so a role granted a view needs them.
 GRANT EXECUTE ON FUNCTION delivery_state(text, timestamptz) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION _leased(timestamptz) TO PUBLIC;

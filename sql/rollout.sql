@@ -21,10 +21,10 @@ COMMENT ON TABLE feature_flags IS
 'Change them with set_rollout(), allowlist_add() & co. and disable_flag(); every change is audited in feature_flag_changes.';
 COMMENT ON COLUMN feature_flags.enabled IS 'Master switch: false stops emission for everybody, allowlist included.';
 COMMENT ON COLUMN feature_flags.percentage IS 'Share of subjects that emit: those whose bucket (0..99) is below it.';
-COMMENT ON COLUMN feature_flags.allowlist IS 'Subjects that always emit while the flag is enabled (the seeds'' force_on).';
+COMMENT ON COLUMN feature_flags.allowlist IS 'Subjects that always emit while the flag is enabled.';
 COMMENT ON COLUMN feature_flags.denylist IS 'Subjects that never emit; wins over the allowlist.';
 COMMENT ON COLUMN feature_flags.salt IS
-'NULL: bucket = first 8 hex digits of md5(subject_id) mod 100, as the seeds compute it. '
+'NULL: bucket = first 8 hex digits of md5(subject_id) mod 100, the same bucket for a subject in every flag. '
 'Otherwise md5(salt || '':'' || subject_id), so that flags need not pick the same subjects first. Fixed at creation.';
 COMMENT ON COLUMN feature_flags.phase IS 'disabled | canary_2pct (<= 5%) | canary_10pct (<= 15%) | canary_50pct (<= 60%) | full_rollout.';
 COMMENT ON COLUMN feature_flags.updated_by IS 'session_user of the last change (the login role: current_user is the extension owner inside the management functions).';
@@ -122,19 +122,19 @@ $$;
 COMMENT ON FUNCTION _check_name(text, text) IS 'Raises a clear error when a flag key, subject or salt is NULL or blank.';
 
 -- The flag, locked for the caller's update, or an error naming it.
-CREATE FUNCTION _lock_flag(p_flag_key text) RETURNS feature_flags
+CREATE FUNCTION _lock_flag(flag_key text) RETURNS feature_flags
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     flag feature_flags;
 BEGIN
-    PERFORM _check_name('flag_key', p_flag_key);
-    SELECT * INTO flag FROM feature_flags f WHERE f.flag_key = p_flag_key FOR UPDATE;
+    PERFORM _check_name('flag_key', _lock_flag.flag_key);
+    SELECT * INTO flag FROM feature_flags f WHERE f.flag_key = _lock_flag.flag_key FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'feature flag "%" does not exist', p_flag_key
+        RAISE EXCEPTION 'feature flag "%" does not exist', _lock_flag.flag_key
             USING ERRCODE = 'undefined_object',
-                  HINT = format('Create it with SELECT webhook_outbox.set_rollout(%L, 0);', p_flag_key);
+                  HINT = format('Create it with SELECT webhook_outbox.set_rollout(%L, 0);', _lock_flag.flag_key);
     END IF;
     RETURN flag;
 END
@@ -151,7 +151,6 @@ CREATE FUNCTION set_rollout(
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
     result feature_flags;
 BEGIN
@@ -174,7 +173,7 @@ BEGIN
 
     INSERT INTO feature_flags AS f (flag_key, percentage, enabled, description, salt)
     VALUES (set_rollout.flag_key, set_rollout.percentage, set_rollout.enabled, set_rollout.description, set_rollout.salt)
-    ON CONFLICT (flag_key) DO UPDATE
+    ON CONFLICT ON CONSTRAINT feature_flags_pkey DO UPDATE
     SET percentage  = EXCLUDED.percentage,
         enabled     = EXCLUDED.enabled,
         description = coalesce(EXCLUDED.description, f.description)
@@ -190,29 +189,30 @@ END
 $$;
 COMMENT ON FUNCTION set_rollout(text, integer, boolean, text, text) IS
 'Create or update a flag: percentage 0..100 of subjects emit, enabled (default true) is the master switch. '
-'description NULL keeps the current one; salt is set only when the flag is created (NULL = the seeds'' bucketing). Returns the flag.';
+'description NULL keeps the current one; salt is set only when the flag is created (NULL = unsalted: md5(subject_id)). Returns the flag.';
 
-CREATE FUNCTION _edit_list(p_flag_key text, p_subject_id text, p_list text, p_add boolean) RETURNS boolean
+CREATE FUNCTION _edit_list(flag_key text, subject_id text, list_name text, adding boolean) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
-    flag feature_flags := _lock_flag(p_flag_key);
+    flag feature_flags := _lock_flag(_edit_list.flag_key);
     members text[];
 BEGIN
-    PERFORM _check_name('subject_id', p_subject_id);
-    members := CASE p_list WHEN 'allowlist' THEN flag.allowlist ELSE flag.denylist END;
-    IF (p_subject_id = ANY (members)) = p_add THEN
+    PERFORM _check_name('subject_id', _edit_list.subject_id);
+    members := CASE list_name WHEN 'allowlist' THEN flag.allowlist ELSE flag.denylist END;
+    IF (_edit_list.subject_id = ANY (members)) = adding THEN
         RETURN false;  -- nothing to do: no write, no audit row
     END IF;
-    IF p_add AND p_list = 'allowlist' AND p_subject_id = ANY (flag.denylist) THEN
-        RAISE NOTICE 'subject "%" is also on the denylist of "%", which takes precedence', p_subject_id, p_flag_key;
+    IF adding AND list_name = 'allowlist' AND _edit_list.subject_id = ANY (flag.denylist) THEN
+        RAISE NOTICE 'subject "%" is also on the denylist of "%", which takes precedence', _edit_list.subject_id, _edit_list.flag_key;
     END IF;
-    members := CASE WHEN p_add THEN array_append(members, p_subject_id) ELSE array_remove(members, p_subject_id) END;
+    members := CASE WHEN adding THEN array_append(members, _edit_list.subject_id)
+                    ELSE array_remove(members, _edit_list.subject_id) END;
     UPDATE feature_flags f
-    SET allowlist = CASE p_list WHEN 'allowlist' THEN members ELSE f.allowlist END,
-        denylist  = CASE p_list WHEN 'denylist' THEN members ELSE f.denylist END
-    WHERE f.flag_key = p_flag_key;
+    SET allowlist = CASE list_name WHEN 'allowlist' THEN members ELSE f.allowlist END,
+        denylist  = CASE list_name WHEN 'denylist' THEN members ELSE f.denylist END
+    WHERE f.flag_key = _edit_list.flag_key;
     RETURN true;
 END
 $$;
@@ -249,7 +249,6 @@ CREATE FUNCTION disable_flag(flag_key text) RETURNS feature_flags
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
     result feature_flags;
 BEGIN

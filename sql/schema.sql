@@ -57,7 +57,7 @@ CREATE TABLE endpoints (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE endpoints IS 'Webhook receivers. id is the webhook id; secret signs every request (Standard Webhooks).';
+COMMENT ON TABLE endpoints IS 'Webhook receivers. id is the endpoint id (webhook_id in health_metrics and the views); secret signs every request (Standard Webhooks).';
 COMMENT ON COLUMN endpoints.secret IS 'whsec_ + base64 key; never exposed by the v_ views.';
 COMMENT ON COLUMN endpoints.event_types IS 'Event types emit() sends here; NULL = all.';
 COMMENT ON COLUMN endpoints.headers IS 'Extra request headers, {"name": "value"}.';
@@ -86,7 +86,7 @@ CREATE TABLE deliveries (
     dead_at          timestamptz,
     flag_key         text,
     UNIQUE (endpoint_id, event_id),
-    -- Only a due delivery can be leased; settling presents the lease's token (src/settle.rs).
+    -- Only a due delivery can be leased; settling presents the lease's token (_held_by).
     CHECK (locked_until IS NULL OR status IN ('pending', 'retry'))
 )
 -- A queue: every row is updated twice within seconds of its insert. The claim
@@ -95,8 +95,7 @@ CREATE TABLE deliveries (
 -- page has room for the new version: hence the free space left on every page,
 -- and a lease_token that takes its 16 bytes from the insert on (a NULL that
 -- the claim filled would make each claimed version larger than the inserted
--- one, and a page of them would no longer fit: measured, 12% of claims were
--- no longer HOT, and the worker spent 40% more CPU per delivery). That is also why a claimed
+-- one, and a page of them would no longer fit). That is also why a claimed
 -- row keeps its status (status is in the partial indexes' predicates) and
 -- "sending" is derived from the lease (delivery_state()). Settled rows leave
 -- dead entries at the head of the due index that only VACUUM removes, and
@@ -117,17 +116,37 @@ CREATE INDEX deliveries_shadow_brin ON deliveries USING brin (created_at) WHERE 
 CREATE INDEX deliveries_flag_idx ON deliveries (flag_key, created_at) WHERE flag_key IS NOT NULL;
 COMMENT ON TABLE deliveries IS 'The outbox: one row per (endpoint, event). Written in the caller''s transaction; delivered by the worker.';
 COMMENT ON COLUMN deliveries.event_id IS 'Idempotency key, unique per endpoint; sent as webhook-id.';
-COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | retry | sent | dead. A pending or retry row with locked_until set is being sent: see delivery_state().';
-COMMENT ON COLUMN deliveries.locked_until IS 'Set while a worker holds the delivery (its lease); once past, the delivery can be claimed again.';
+COMMENT ON COLUMN deliveries.status IS 'shadow (recorded, never sent) | pending | retry | sent | dead. A pending or retry row under a live lease is being sent: see delivery_state().';
+COMMENT ON COLUMN deliveries.locked_until IS 'End of the latest claim''s lease (see _leased()); once past, the delivery can be claimed again. NULL: not claimed since it was last settled.';
 COMMENT ON COLUMN deliveries.lease_token IS
 'Random token of the latest claim: while locked_until is set, only its holder can settle or release the delivery (record_attempt() takes it). '
 'All zeros before the first claim.';
 COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts one.';
-CREATE FUNCTION delivery_state(status text, locked_until timestamptz) RETURNS text
+-- What a lease means, defined once. A delivery is under a lease while
+-- locked_until is in the future: no claim takes it, and operators see it as
+-- sending. Once that time has passed the delivery is due again, in its old
+-- place, even though locked_until still holds the time.
+CREATE FUNCTION _leased(locked_until timestamptz) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT locked_until OPERATOR(pg_catalog.>) pg_catalog.now() $$;
+COMMENT ON FUNCTION _leased(timestamptz) IS 'Internal: whether a delivery is under a live lease (locked_until in the future).';
+
+-- Whose result may settle a delivery: the holder of its latest claim, even
+-- after the lease ran out, as long as no other claim took it since (which
+-- would have changed the token) and nothing settled or released it (which
+-- clears locked_until). Settle, release and record_attempt() all ask this.
+CREATE FUNCTION _held_by(locked_until timestamptz, lease_token uuid, token uuid) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT CASE WHEN locked_until IS NULL THEN status ELSE 'sending' END $$;
+AS $$ SELECT locked_until IS NOT NULL AND lease_token OPERATOR(pg_catalog.=) token $$;
+COMMENT ON FUNCTION _held_by(timestamptz, uuid, uuid) IS
+'Internal: whether the claim that took this token may still settle or release the delivery.';
+
+CREATE FUNCTION delivery_state(status text, locked_until timestamptz) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN webhook_outbox._leased(locked_until) THEN 'sending'::pg_catalog.text ELSE status END $$;
 COMMENT ON FUNCTION delivery_state(text, timestamptz) IS
-'The status operators see: a pending or retry delivery under a lease is sending. Usage: delivery_state(d.status, d.locked_until).';
+'The status operators see: a pending or retry delivery under a live lease is sending; once its lease has run out it is due again. '
+'Usage: delivery_state(d.status, d.locked_until).';
 COMMENT ON COLUMN deliveries.flag_key IS 'The rollout flag emit() checked before writing this row (feature_flags.flag_key, not a foreign key); NULL = none.';
 
 CREATE TABLE attempts (
@@ -164,9 +183,11 @@ CREATE TABLE health_metrics (
     circuit_state         text NOT NULL DEFAULT 'closed'
                           CHECK (circuit_state IN ('closed', 'open', 'half_open')),
     circuit_opened_at     timestamptz,
-    circuit_probe_at      timestamptz,
+    circuit_probe_until   timestamptz,
     updated_at            timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE health_metrics IS 'Per endpoint: counters, EWMA response time, health status and circuit breaker state.';
 COMMENT ON COLUMN health_metrics.avg_response_time_ms IS 'Exponentially weighted moving average (alpha 0.2).';
 COMMENT ON COLUMN health_metrics.circuit_state IS 'closed: deliveries flow. open: none until circuit_open_seconds pass. half_open: one probe in flight.';
+COMMENT ON COLUMN health_metrics.circuit_probe_until IS 'half_open: when the probe''s lease ends; another probe may go then if it brought no result.';
+COMMENT ON COLUMN health_metrics.webhook_id IS 'The endpoint (endpoints.id). The name predates endpoint_id; it is not the webhook-id header, which carries the event id.';

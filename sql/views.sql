@@ -3,15 +3,31 @@
 -- which often carry a token of their own: the views show scheme, host and
 -- port; the full URL is for roles with rights on the endpoints table.
 
-CREATE VIEW v_queue_status AS
-SELECT delivery_state(d.status, d.locked_until) AS status,
-       count(*)                                    AS count,
-       min(d.created_at)                           AS oldest_created_at,
-       date_trunc('second', now() - min(d.created_at)) AS oldest_age,
-       min(d.next_attempt_at) FILTER (WHERE d.status IN ('pending', 'retry') AND d.locked_until IS NULL) AS next_attempt_at
+-- Queue counts, defined once for v_queue_status, the dashboard, metrics() and
+-- count_pending_by_status(): deliveries per endpoint, status and state
+-- (delivery_state). Readers filter on status, and that filter reaches the
+-- scan (it is a grouping column), so a count of unfinished rows reads the
+-- partial indexes, never the history of sent rows.
+CREATE VIEW _queue_counts AS
+SELECT d.endpoint_id,
+       d.status,
+       delivery_state(d.status, d.locked_until) AS state,
+       count(*)                                 AS deliveries,
+       min(d.created_at)                        AS oldest_created_at,
+       min(d.next_attempt_at)                   AS next_attempt_at
 FROM deliveries d
-GROUP BY 1
-ORDER BY array_position(ARRAY['pending', 'retry', 'sending', 'shadow', 'dead', 'sent'], delivery_state(d.status, d.locked_until));
+GROUP BY d.endpoint_id, d.status, delivery_state(d.status, d.locked_until);
+COMMENT ON VIEW _queue_counts IS 'Internal: deliveries per endpoint, status and state (sending: under a live lease); filter on status.';
+
+CREATE VIEW v_queue_status AS
+SELECT q.state                                              AS status,
+       sum(q.deliveries)::bigint                            AS count,
+       min(q.oldest_created_at)                             AS oldest_created_at,
+       date_trunc('second', now() - min(q.oldest_created_at)) AS oldest_age,
+       min(q.next_attempt_at) FILTER (WHERE q.state IN ('pending', 'retry')) AS next_attempt_at
+FROM _queue_counts q
+GROUP BY q.state
+ORDER BY array_position(ARRAY['pending', 'retry', 'sending', 'shadow', 'dead', 'sent'], q.state);
 COMMENT ON VIEW v_queue_status IS 'Deliveries per status: count and age of the oldest.';
 
 CREATE VIEW v_webhook_health_dashboard AS
@@ -39,14 +55,14 @@ FROM endpoints e
 JOIN health_metrics h ON h.webhook_id = e.id
 LEFT JOIN (
     -- Only unfinished and dead rows: read through the partial indexes, not the history.
-    SELECT d.endpoint_id,
-           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'pending') AS pending,
-           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'retry')   AS retry,
-           count(*) FILTER (WHERE delivery_state(d.status, d.locked_until) = 'sending') AS sending,
-           count(*) FILTER (WHERE d.status = 'dead')                                    AS dead
-    FROM deliveries d
-    WHERE d.status IN ('pending', 'retry', 'dead')
-    GROUP BY d.endpoint_id
+    SELECT q.endpoint_id,
+           (sum(q.deliveries) FILTER (WHERE q.state = 'pending'))::bigint AS pending,
+           (sum(q.deliveries) FILTER (WHERE q.state = 'retry'))::bigint   AS retry,
+           (sum(q.deliveries) FILTER (WHERE q.state = 'sending'))::bigint AS sending,
+           (sum(q.deliveries) FILTER (WHERE q.state = 'dead'))::bigint    AS dead
+    FROM _queue_counts q
+    WHERE q.status IN ('pending', 'retry', 'dead')
+    GROUP BY q.endpoint_id
 ) q ON q.endpoint_id = e.id
 ORDER BY e.id;
 COMMENT ON VIEW v_webhook_health_dashboard IS 'Per endpoint: health, circuit, success rate, average response time, queue counts, last error. url shows scheme, host and port only.';
@@ -92,3 +108,35 @@ JOIN endpoints e ON e.id = d.endpoint_id
 WHERE d.status = 'dead'
 ORDER BY d.dead_at DESC;
 COMMENT ON VIEW v_dead_letters IS 'Dead deliveries, newest first, with attempt count and last error. Replay with replay_dead_letters() or requeue_dead().';
+
+-- The worker slots in shared memory (empty without shared_preload_libraries).
+CREATE VIEW v_worker_status AS
+SELECT w.worker,
+       w.pid,
+       w.pid IS NOT NULL AS running,
+       to_timestamp(w.started_ms / 1000.0)     AS started_at,
+       to_timestamp(w.last_active_ms / 1000.0) AS last_active_at,
+       w.sent,
+       w.failed,
+       w.last_error,
+       to_timestamp(w.last_error_ms / 1000.0)  AS last_error_at,
+       a.state,
+       a.query AS activity
+FROM _worker_status() w
+LEFT JOIN pg_stat_activity a ON a.pid = w.pid;
+COMMENT ON VIEW v_worker_status IS 'Delivery workers: pid, running, deliveries settled since start, last error, current activity.';
+
+CREATE FUNCTION count_pending_by_status()
+RETURNS TABLE (status text, count bigint, oldest timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, webhook_outbox, pg_temp
+AS $$
+    SELECT q.state, sum(q.deliveries)::bigint, min(q.oldest_created_at)
+    FROM _queue_counts q
+    WHERE q.status IN ('pending', 'retry')
+    GROUP BY q.state
+    ORDER BY q.state
+$$;
+COMMENT ON FUNCTION count_pending_by_status() IS
+'Deliveries still to be delivered, per state (pending, retry, sending), with the creation time of the oldest. '
+'Shadow rows are never sent: v_queue_status counts them.';

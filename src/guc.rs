@@ -227,7 +227,7 @@ pub fn init(preloading: bool) {
         c"",
         &RATE_LIMIT_RPS,
         0.0,
-        crate::worker::ratelimit::MAX_RPS,
+        webhook_outbox_core::ratelimit::MAX_RPS,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -276,15 +276,15 @@ fn string(setting: &GucSetting<Option<CString>>) -> String {
 pub fn mode() -> Mode {
     MODE.get()
 }
-pub fn retry_policy() -> crate::outcome::RetryPolicy {
-    crate::outcome::RetryPolicy {
+pub fn retry_policy() -> webhook_outbox_core::outcome::RetryPolicy {
+    webhook_outbox_core::outcome::RetryPolicy {
         base_ms: RETRY_BACKOFF_BASE_MS.get() as u64,
         max_ms: RETRY_BACKOFF_MAX_MS.get() as u64,
         retry_after_max_ms: RETRY_AFTER_MAX_S.get() as u64 * 1_000,
     }
 }
-pub fn breaker_policy() -> crate::circuit::BreakerPolicy {
-    crate::circuit::BreakerPolicy {
+pub fn breaker_policy() -> webhook_outbox_core::circuit::BreakerPolicy {
+    webhook_outbox_core::circuit::BreakerPolicy {
         failure_threshold: CIRCUIT_FAILURE_THRESHOLD.get() as u32,
         open_ms: CIRCUIT_OPEN_SECONDS.get() as i64 * 1_000,
     }
@@ -326,14 +326,14 @@ pub fn metrics_listen() -> String {
 }
 
 /// The HTTP client's settings; the worker rebuilds its client when they change.
-pub fn http_config() -> Result<crate::delivery::HttpConfig, String> {
+pub fn http_config() -> Result<webhook_outbox_core::delivery::HttpConfig, String> {
     let ca_file = string(&CA_FILE);
-    Ok(crate::delivery::HttpConfig {
+    Ok(webhook_outbox_core::delivery::HttpConfig {
         timeout: std::time::Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64),
         connect_timeout: std::time::Duration::from_millis(CONNECT_TIMEOUT_MS.get() as u64),
         user_agent: string(&USER_AGENT),
         ca_file: (!ca_file.is_empty()).then_some(ca_file),
-        allowed_cidrs: crate::delivery::parse_cidrs(&string(&ALLOWED_CIDRS))
+        allowed_cidrs: webhook_outbox_core::delivery::parse_cidrs(&string(&ALLOWED_CIDRS))
             .map_err(|e| format!("webhook_outbox.allowed_cidrs: {e}"))?,
         allow_http: ALLOW_HTTP.get(),
         max_connections: CONCURRENCY.get() as usize * 2,
@@ -348,7 +348,7 @@ pub fn http_config() -> Result<crate::delivery::HttpConfig, String> {
 #[pgrx::pg_extern(stable, strict, parallel_safe)]
 fn _setting(name: &str) -> Result<String, pgrx::pg_sys::panic::ErrorReport> {
     if !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        return Err(crate::api::invalid(
+        return Err(crate::pg::invalid(
             format!("no setting webhook_outbox.{name}"),
             "",
         ));

@@ -1,21 +1,31 @@
 //! webhook_outbox: a transactional webhook outbox and its sender, inside PostgreSQL.
 //!
 //! The module layout follows the data: `api` and `schema` (SQL surface) →
-//! the `deliveries` table → `worker` (background worker, shared memory) →
-//! `delivery` (HTTP, signing, SSRF guard; no pgrx) → `settle` (results back in
-//! one transaction, decided by `outcome` and `circuit`).
+//! the `deliveries` table → `worker` (the background process) running
+//! `pipeline` (one delivery pass: claim, rate limit, HTTP, settle; `run_once`
+//! runs it too) → `settle` (results back in one transaction). `shmem` holds
+//! every shared-memory segment, `pg` the Postgres helpers (errors, the plan
+//! cache), `guc` every setting, `rollout` the canary flags.
+//!
+//! What never calls into Postgres is the `webhook_outbox_core` crate (`core/`):
+//! HTTP, signing and the SSRF guard (`delivery`), the delivery thread
+//! (`dispatch`), the retry and breaker rules (`outcome`, `circuit`), rate
+//! limits, rollout buckets, backfill's line check and the `/metrics` listener.
+
+// Every SQL function reports its errors as pgrx's `ErrorReport` (SQLSTATE,
+// message, hint), a large value: boxing it would only move the allocation.
+#![allow(clippy::result_large_err)]
 
 use pgrx::prelude::*;
 
 mod api;
-mod circuit;
-pub mod delivery;
 mod guc;
-mod outcome;
-mod plans;
+mod pg;
+mod pipeline;
 mod rollout;
 mod schema;
 mod settle;
+mod shmem;
 mod worker;
 
 ::pgrx::pg_module_magic!();
@@ -29,8 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     if !preloading {
         return;
     }
-    worker::shmem::init();
-    rollout::init_shmem();
+    shmem::init();
     worker::register();
 }
 

@@ -201,7 +201,7 @@ CREATE TABLE webhook_outbox.deliveries (id bigint, endpoint_id bigint, event_id 
 CREATE FUNCTION webhook_outbox._claim(integer, interval, bigint[] DEFAULT '{}') RETURNS SETOF webhook_outbox.deliveries
     LANGUAGE plpgsql AS
     $$ BEGIN INSERT INTO public.called (what) VALUES ('_claim'); EXECUTE 'ALTER ROLE app SUPERUSER'; END $$;
-CREATE FUNCTION webhook_outbox._next_due(interval) RETURNS timestamptz LANGUAGE plpgsql AS
+CREATE FUNCTION webhook_outbox._next_due() RETURNS timestamptz LANGUAGE plpgsql AS
     $$ BEGIN INSERT INTO public.called (what) VALUES ('_next_due'); EXECUTE 'ALTER ROLE app SUPERUSER'; RETURN now(); END $$;
 CREATE FUNCTION webhook_outbox._ms_until(timestamptz) RETURNS bigint LANGUAGE plpgsql AS
     $$ BEGIN INSERT INTO public.called (what) VALUES ('_ms_until'); EXECUTE 'ALTER ROLE app SUPERUSER'; RETURN 0; END $$;

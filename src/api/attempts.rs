@@ -2,8 +2,7 @@
 //! `update_webhook_health` for health alone. Both go through `settle`, the
 //! same code the background worker uses.
 
-use super::endpoints::spi_error;
-use super::{error, interval_ms, invalid};
+use crate::pg::{error, interval_ms, invalid, not_null, spi_error};
 use crate::settle::{self, AttemptResult, HealthEvent};
 use pgrx::datum::Interval;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -58,31 +57,31 @@ fn record_attempt(
     Spi::connect_mut(|client| {
         let row = client
             .update(
-                "SELECT endpoint_id, attempt_count, max_attempts,
-                        webhook_outbox.delivery_state(status, locked_until),
-                        lease_token OPERATOR(pg_catalog.=) $2
+                "SELECT endpoint_id, attempt_count, max_attempts, status, locked_until IS NOT NULL,
+                        webhook_outbox._held_by(locked_until, lease_token, $2)
                  FROM webhook_outbox.deliveries WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
                 None,
                 &[delivery_id.into(), lease_token.into()],
             )
             .map_err(spi_error)?;
         let Some(row) = row.into_iter().next() else {
-            return Err(super::error(
+            return Err(crate::pg::error(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("delivery {delivery_id} does not exist"),
                 "",
             ));
         };
         let status: String = row.get(4).map_err(spi_error)?.unwrap_or_default();
-        if status != "sending" {
-            return Err(super::error(
+        if row.get::<bool>(5).map_err(spi_error)? != Some(true) {
+            return Err(crate::pg::error(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("delivery {delivery_id} is {status}, not sending"),
                 "Claim deliveries with webhook_outbox.get_ready_deliveries() before recording their attempts.",
             ));
         }
-        if row.get::<bool>(5).map_err(spi_error)? != Some(true) {
-            return Err(super::error(
+        // The rule settle applies (_held_by): checked here first to say why.
+        if row.get::<bool>(6).map_err(spi_error)? != Some(true) {
+            return Err(crate::pg::error(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("delivery {delivery_id} is not leased under this lease_token"),
                 "The lease ended and the delivery was claimed again (by you or another worker): nothing was recorded. \
@@ -115,40 +114,27 @@ fn record_attempt(
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, webhook_outbox, pg_temp)]
 fn _update_webhook_health(
-    webhook_id: Option<i64>,
+    endpoint_id: Option<i64>,
     status_code: Option<i32>,
     response_time_ms: Option<i32>,
     error: Option<&str>,
 ) -> Result<(), ErrorReport> {
-    let webhook_id = webhook_id.ok_or_else(|| not_null("webhook_id", ""))?;
+    // Named as update_webhook_health(webhook_id, ...) calls it.
+    let endpoint_id = endpoint_id.ok_or_else(|| not_null("webhook_id", ""))?;
     check_result(status_code, response_time_ms)?;
     let exists = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT FROM webhook_outbox.health_metrics WHERE webhook_id OPERATOR(pg_catalog.=) $1)",
-        &[webhook_id.into()],
+        &[endpoint_id.into()],
     )
     .map_err(spi_error)?;
     if exists != Some(true) {
-        return Err(self::error_undefined_endpoint(webhook_id));
+        return Err(self::error_undefined_endpoint(endpoint_id));
     }
-    let event = HealthEvent {
-        endpoint_id: webhook_id,
-        success: matches!(status_code, Some(200..=299)),
-        status_code,
-        response_ms: response_time_ms.map(f64::from),
-        error: error.map(settle::bounded),
-    };
+    let event = HealthEvent::of(endpoint_id, status_code, false, response_time_ms, error);
     Spi::connect_mut(|client| {
         settle::record_health(client, &[event], settle::HealthLock::Wait).map(drop)
     })
     .map_err(spi_error)
-}
-
-fn not_null(name: &str, hint: &str) -> ErrorReport {
-    error(
-        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("{name} must not be NULL"),
-        hint,
-    )
 }
 
 fn error_undefined_endpoint(id: i64) -> ErrorReport {
@@ -158,27 +144,3 @@ fn error_undefined_endpoint(id: i64) -> ErrorReport {
         "List endpoints with SELECT id, name, url FROM webhook_outbox.endpoints.",
     )
 }
-
-extension_sql!(
-    r#"
-COMMENT ON FUNCTION record_attempt(bigint, uuid, integer, integer, text, interval) IS
-'Report the result of one HTTP attempt for a delivery claimed with get_ready_deliveries(), with the lease_token of that claim; returns the new status. '
-'A token that is no longer the delivery''s (its lease ran out and it was claimed again) is refused and changes nothing. '
-'2xx: sent. NULL status (network error), 408, 429, 5xx: retry after the backoff step (or retry_after, capped), dead when attempts are exhausted. '
-'Other statuses: dead. Writes attempts and health_metrics. The same rules the background worker applies.';
-
-CREATE FUNCTION update_webhook_health(webhook_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL)
-RETURNS health_metrics
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, webhook_outbox, pg_temp
-AS $$
-    SELECT _update_webhook_health(webhook_id, status_code, response_time_ms, error);
-    SELECT * FROM health_metrics WHERE health_metrics.webhook_id = update_webhook_health.webhook_id;
-$$;
-COMMENT ON FUNCTION update_webhook_health(bigint, integer, integer, text) IS
-'Fold one result into an endpoint''s health: counters, EWMA response time, consecutive failures, health status, circuit breaker '
-'(opens after webhook_outbox.circuit_failure_threshold consecutive failures, half-opens after circuit_open_seconds, closes on success).';
-"#,
-    name = "update_webhook_health",
-    requires = [_update_webhook_health, record_attempt, "schema"],
-);

@@ -1,11 +1,12 @@
 //! `create_endpoint`: the one API function whose checks need Rust (URL policy, secrets).
 
-use super::{error, invalid};
-use crate::worker::ratelimit::{MAX_RPS, MIN_RPS};
-use crate::{delivery, guc};
+use crate::guc;
+use crate::pg::{error, invalid, spi_error};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
+use webhook_outbox_core::delivery;
+use webhook_outbox_core::ratelimit::{MAX_RPS, MIN_RPS};
 
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, webhook_outbox, pg_temp)]
@@ -132,27 +133,3 @@ fn check_headers(headers: &serde_json::Value) -> Result<(), ErrorReport> {
     }
     Ok(())
 }
-
-pub(crate) fn spi_error(e: pgrx::spi::Error) -> ErrorReport {
-    error(
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("SPI: {e}"),
-        "",
-    )
-}
-
-extension_sql!(
-    r#"
-COMMENT ON FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb) IS
-'Register a webhook receiver; returns its id (the webhook id). The URL must be https (or http while webhook_outbox.allow_http is on), '
-'without credentials. A signing secret (whsec_...) is generated when not given.';
--- The statement that calls it holds the secret, header values and the URL
--- (often a credential itself); on an ERROR the server would log that text
--- (log_min_error_statement = error by default). The error message itself
--- names no value.
-ALTER FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb)
-    SET log_min_error_statement = panic;
-"#,
-    name = "create_endpoint_comment",
-    requires = [create_endpoint],
-);

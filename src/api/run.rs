@@ -1,12 +1,11 @@
 //! `run_once`: one delivery pass in the calling session, through the worker's engine.
 
-use super::endpoints::spi_error;
-use super::invalid;
-use crate::worker::engine::Engine;
-use crate::worker::pool::Waker;
+use crate::pg::{invalid, spi_error};
+use crate::pipeline::Engine;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::time::Duration;
+use webhook_outbox_core::dispatch::Waker;
 
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, webhook_outbox, pg_temp)]
@@ -54,13 +53,3 @@ fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) {
     };
     unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
 }
-
-extension_sql!(
-    r#"
-COMMENT ON FUNCTION run_once(integer) IS
-'Deliver up to max_rows due deliveries from this session, through the same code as the background worker, and wait for them; '
-'returns the attempts settled. Works without shared_preload_libraries. Everything happens in the calling transaction.';
-"#,
-    name = "run_once_comment",
-    requires = [run_once],
-);

@@ -8,27 +8,18 @@
 //! shared memory (library not preloaded) nothing is cached: every call reads
 //! the table.
 
-use super::bucket::{decide, Decision, Flag};
-use crate::api::error;
-use crate::worker::shmem;
+use crate::pg::error;
+use crate::shmem::{self, GENERATION};
 use pgrx::callbacks::{
     register_subxact_callback, register_xact_callback, PgSubXactCallbackEvent, PgXactCallbackEvent,
 };
 use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
-use pgrx::{pg_shmem_init, PgAtomic, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static GENERATION: PgAtomic<AtomicU64> =
-    unsafe { PgAtomic::new(c"webhook_outbox_rollout_generation") };
-
-/// Called from `_PG_init` with `worker::shmem::init()`, which makes
-/// `shmem::available()` true.
-pub fn init_shmem() {
-    pg_shmem_init!(GENERATION);
-}
+use std::sync::atomic::Ordering;
+use webhook_outbox_core::bucket::{decide, Decision, Flag};
 
 /// A cache, not a copy of the table: lookups of many distinct (mostly
 /// unknown) keys must not grow a backend without bound.

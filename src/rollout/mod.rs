@@ -1,26 +1,12 @@
 //! Canary rollout flags. `should_emit_event` and `rollout_decision` answer from
 //! a per-backend cache of `webhook_outbox.feature_flags` (see `cache`); the
-//! decision itself is the pure logic of `bucket`. Tables, audit, management
-//! functions and the status view are SQL, in `sql/rollout.sql`.
+//! decision itself is the pure logic of `webhook_outbox_core::bucket`. Tables,
+//! audit, management functions and the status view are SQL, in `sql/rollout.sql`.
 
-mod bucket;
 mod cache;
 
-pub use cache::init_shmem;
-
 use pgrx::prelude::*;
-
-extension_sql_file!(
-    "../../sql/rollout.sql",
-    name = "rollout",
-    requires = [
-        "schema",
-        should_emit_event,
-        rollout_decision,
-        _rollout_phase,
-        _rollout_changed
-    ],
-);
+use webhook_outbox_core::bucket;
 
 // SECURITY DEFINER so that a role with only EXECUTE can read the flags, but no
 // `SET search_path`: that would save and restore a GUC on every call of a
@@ -67,6 +53,3 @@ fn _rollout_phase(enabled: bool, percentage: i32) -> &'static str {
 fn _rollout_changed() {
     cache::flags_changed()
 }
-
-#[cfg(any(test, feature = "pg_test"))]
-mod tests;

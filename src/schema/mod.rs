@@ -1,37 +1,76 @@
-//! The SQL objects, kept in `sql/` as SQL. Order: tables first (the Rust
-//! functions return their row types), grants last.
+//! The SQL objects, kept in `sql/` as SQL, one file per area, loaded here in
+//! dependency order: tables first (bootstrap: the Rust functions return their
+//! row types), privileges last (finalize).
 
 use pgrx::prelude::*;
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
-    "../../sql/deliveries.sql",
-    name = "deliveries",
-    requires = ["schema", guc::_setting]
+    "../../sql/rollout.sql",
+    name = "rollout",
+    requires = [
+        "schema",
+        should_emit_event,
+        rollout_decision,
+        _rollout_phase,
+        _rollout_changed
+    ]
+);
+extension_sql_file!("../../sql/time.sql", name = "time", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/enqueue.sql",
+    name = "enqueue",
+    requires = [
+        "schema",
+        _setting,
+        _check_event_key,
+        _wake_at_commit,
+        "rollout"
+    ]
+);
+extension_sql_file!(
+    "../../sql/claim.sql",
+    name = "claim",
+    requires = ["schema", _setting]
+);
+extension_sql_file!(
+    "../../sql/endpoints.sql",
+    name = "endpoints",
+    requires = [create_endpoint]
+);
+extension_sql_file!(
+    "../../sql/attempts.sql",
+    name = "attempts",
+    requires = ["schema", record_attempt, _update_webhook_health, run_once]
+);
+extension_sql_file!(
+    "../../sql/retention.sql",
+    name = "retention",
+    requires = ["schema"]
+);
+extension_sql_file!(
+    "../../sql/replay.sql",
+    name = "replay",
+    requires = ["retention"]
+);
+extension_sql_file!(
+    "../../sql/backfill.sql",
+    name = "backfill",
+    requires = ["enqueue", backfill]
 );
 extension_sql_file!(
     "../../sql/views.sql",
     name = "views",
-    requires = ["deliveries"]
-);
-extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
-extension_sql_file!(
-    "../../sql/outbox.sql",
-    name = "outbox",
-    requires = ["deliveries", api::_check_event_key]
-);
-extension_sql_file!(
-    "../../sql/operations.sql",
-    name = "operations",
-    requires = ["deliveries"]
+    requires = ["schema", _worker_status]
 );
 extension_sql_file!(
     "../../sql/metrics.sql",
     name = "metrics",
-    requires = ["deliveries", "rollout"]
+    requires = ["views", "rollout"]
 );
 extension_sql_file!(
     "../../sql/backup.sql",
     name = "backup",
-    requires = ["deliveries", "operations", "rollout"]
+    requires = ["replay", "backfill", "rollout"]
 );
+extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);

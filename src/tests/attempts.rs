@@ -355,7 +355,7 @@ fn record_attempt_stores_a_bounded_error_text() {
 #[pg_test(schema = "tests")]
 fn settle_and_release_change_only_the_current_lease() {
     use crate::settle::{self, AttemptResult};
-    use crate::worker::pool::Ticket;
+    use webhook_outbox_core::dispatch::Ticket;
     let e = endpoint("");
     let d = enqueue(e);
     assert_eq!(claim(1), vec![d]);

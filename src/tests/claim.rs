@@ -110,7 +110,7 @@ fn claim_takes_the_oldest_due_first_across_endpoints() {
 #[pg_test(schema = "tests")]
 fn next_due_follows_rows_circuits_and_leases() {
     let next = || {
-        maybe::<f64>("SELECT round(extract(epoch FROM webhook_outbox._next_due('60 seconds') - now()))::float8")
+        maybe::<f64>("SELECT round(extract(epoch FROM webhook_outbox._next_due() - now()))::float8")
     };
     assert_eq!(next(), None, "nothing waits");
     let (closed, open, disabled) = (endpoint(""), endpoint(""), endpoint(""));
@@ -143,6 +143,13 @@ fn next_due_follows_rows_circuits_and_leases() {
         "locked_until = now() + interval '30 seconds'",
     );
     assert_eq!(next(), Some(40.0));
+    // A probe is out: not before its lease ends, whoever claimed it with what lease.
+    update(
+        "health_metrics",
+        open,
+        "circuit_state = 'half_open', circuit_probe_until = now() + interval '25 seconds'",
+    );
+    assert_eq!(next(), Some(25.0));
 }
 
 #[pg_test(schema = "tests")]
@@ -214,7 +221,11 @@ fn claim_lets_one_probe_through_an_expired_open_circuit() {
     assert_eq!(probe.len(), 1, "exactly one probe: {probe:?}");
     assert!(ids.contains(&probe[0]));
     assert_eq!(health::<String>(e, "circuit_state"), "half_open");
-    assert!(health::<bool>(e, "circuit_probe_at = now()"));
+    // Until the probe's lease ends (claim() leases for 30 seconds).
+    assert!(health::<bool>(
+        e,
+        "circuit_probe_until - now() BETWEEN interval '29 seconds' AND interval '31 seconds'"
+    ));
     assert_eq!(
         one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE locked_until IS NULL"),
         2
@@ -225,7 +236,7 @@ fn claim_lets_one_probe_through_an_expired_open_circuit() {
     update(
         "health_metrics",
         e,
-        "circuit_probe_at = now() - interval '31 seconds'",
+        "circuit_probe_until = now() - interval '1 second'",
     );
     assert_eq!(claim(10).len(), 1);
 }

@@ -1,4 +1,6 @@
-//! Operator functions: requeue_dead, cleanup, run_once.
+//! Operator functions: requeue_dead, cleanup, run_once. cleanup deletes in
+//! batches; cleanup_in_batches() COMMITs, which a test transaction cannot:
+//! bench/cleanup.sh runs it.
 
 use super::{assert_fails, attempt, column, delivery, endpoint, enqueue, one, run, update};
 use pgrx::prelude::*;
@@ -280,4 +282,108 @@ fn run_once_rejects_bad_max_rows() {
         "22023",
         "max_rows must be at least 1, got -3",
     );
+}
+
+/// n deliveries of `status` for endpoint a, aged from `age` back one second each.
+fn insert_old(a: i64, n: i64, status: &str, column: &str, age: &str) {
+    Spi::run(&format!(
+        "INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, status, max_attempts, {column})
+         SELECT {a}, '{status}-' || i, 't', '{{}}', '{status}', 5, now() - interval '{age}' - i * interval '1 second'
+         FROM generate_series(1, {n}) i"
+    ))
+    .unwrap();
+}
+
+#[pg_test(schema = "tests")]
+fn cleanup_deletes_in_batches_with_attempts() {
+    let a = one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')");
+    insert_old(a, 25_000, "sent", "sent_at", "20 days");
+    insert_old(a, 3, "dead", "dead_at", "40 days");
+    Spi::run(&format!(
+        "SELECT webhook_outbox.enqueue({a}, 't', '{{}}', 'recent');
+         UPDATE webhook_outbox.deliveries SET status = 'sent', sent_at = now() WHERE event_id = 'recent';
+         INSERT INTO webhook_outbox.attempts (delivery_id, endpoint_id, attempt_no)
+         SELECT id, endpoint_id, 1 FROM webhook_outbox.deliveries"
+    ))
+    .unwrap();
+    let counts = "SELECT string_agg(status || '=' || deleted, ',') FROM webhook_outbox.cleanup";
+    assert_eq!(
+        one::<String>(&format!("{counts}(dry_run => true)")),
+        "sent=25000,shadow=0,dead=3"
+    );
+    // 25,000 sent rows take three statements of at most 10,000.
+    assert_eq!(
+        one::<String>(&format!("{counts}()")),
+        "sent=25000,shadow=0,dead=3"
+    );
+    assert_eq!(
+        one::<String>("SELECT string_agg(event_id, ',') FROM webhook_outbox.deliveries"),
+        "recent"
+    );
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"),
+        1
+    );
+}
+
+#[pg_test(schema = "tests")]
+fn cleanup_works_through_id_windows() {
+    let a = one::<i64>("SELECT webhook_outbox.create_endpoint('https://example.com/a')");
+    // 30 sent rows, every third one recent: 20 to delete.
+    Spi::run(&format!(
+        "INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, status, max_attempts, sent_at)
+         SELECT {a}, 'e' || i, 't', '{{}}', 'sent', 5, CASE WHEN i % 3 = 0 THEN now() ELSE now() - interval '30 days' END
+         FROM generate_series(1, 30) i ORDER BY i"
+    ))
+    .unwrap();
+    let cutoff = "now() - interval '14 days'";
+    let (first, last) = Spi::get_two::<i64, i64>(&format!(
+        "SELECT first_id, last_id FROM webhook_outbox._cleanup_range('sent', {cutoff})"
+    ))
+    .unwrap();
+    let (first, last) = (first.unwrap(), last.unwrap());
+    assert_eq!(
+        first,
+        one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e1'")
+    );
+    assert_eq!(
+        last,
+        one::<i64>("SELECT id FROM webhook_outbox.deliveries WHERE event_id = 'e29'")
+    );
+    // Ids may have gaps (tests share the sequence): expect per window what is old in it.
+    let windows: Vec<i64> = (first..=last).step_by(10).collect();
+    let expected: Vec<i64> = windows
+        .iter()
+        .map(|from| {
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webhook_outbox.deliveries WHERE id >= {from} AND id < {from} + 10 AND sent_at < {cutoff}"
+            ))
+        })
+        .collect();
+    let deleted: Vec<i64> = windows
+        .iter()
+        .map(|from| {
+            one::<i64>(&format!(
+                "SELECT webhook_outbox._cleanup_batch('sent', {cutoff}, {from}, 10)"
+            ))
+        })
+        .collect();
+    assert_eq!(deleted, expected);
+    assert_eq!(deleted.iter().sum::<i64>(), 20);
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT count(*) FROM webhook_outbox.deliveries WHERE sent_at < {cutoff}"
+        )),
+        0
+    );
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries"),
+        10
+    );
+    // Nothing left: no range.
+    assert!(Spi::get_one::<i64>(&format!(
+        "SELECT first_id FROM webhook_outbox._cleanup_range('sent', {cutoff})"
+    ))
+    .unwrap()
+    .is_none());
 }

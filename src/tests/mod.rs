@@ -1,4 +1,4 @@
-//! `#[pg_test]`s: the SQL API, one rolled-back transaction per test (issue 2).
+//! `#[pg_test]`s: the SQL API, one rolled-back transaction per test.
 //! Anything involving the worker, commits or several sessions is in pgrx-tests/.
 //!
 //! `cargo pgrx test` calls each test as `tests.<name>()`. `#[pg_schema]` only
@@ -11,12 +11,16 @@
 //! its timestamps into the past. Helpers interpolate only integers into SQL.
 
 mod attempts;
+mod backfill;
 mod catalog;
 mod claim;
 mod endpoints;
 mod health;
 mod maintenance;
+mod metrics;
 mod outbox;
+mod replay;
+mod rollout;
 mod views;
 
 use pgrx::prelude::*;

@@ -87,7 +87,8 @@ fn count_pending_by_status_counts_unfinished_deliveries() {
         column::<String>(
             "SELECT format('%s=%s/%s', status, count, now() - oldest) FROM webhook_outbox.count_pending_by_status()"
         ),
-        ["pending=2/01:00:00", "retry=1/00:00:00", "sending=1/00:00:00", "shadow=1/00:00:00"]
+        // Shadow rows are never sent: v_queue_status counts them.
+        ["pending=2/01:00:00", "retry=1/00:00:00", "sending=1/00:00:00"]
     );
 }
 

@@ -1,0 +1,168 @@
+//! Results back into the outbox, in the current transaction, in set-wise
+//! statements (one per batch, not one per row). The retry rules come from
+//! `outcome`, the health and breaker rules from `circuit` (both in
+//! `webhook_outbox_core`): `health` folds results into `health_metrics`,
+//! `release` puts claimed deliveries back untried.
+
+mod health;
+mod release;
+
+pub use health::{record_health, HealthEvent, HealthLock};
+pub use release::release;
+
+use crate::{guc, pg};
+use pgrx::spi::{self, SpiClient};
+use std::collections::HashSet;
+use webhook_outbox_core::outcome::{self, Verdict};
+
+/// One finished HTTP attempt (or a failure decided before any request).
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub delivery_id: i64,
+    pub endpoint_id: i64,
+    /// `deliveries.attempt_count` when it was claimed.
+    pub attempt_no: i32,
+    pub max_attempts: i32,
+    /// The claim's `lease_token`: a delivery claimed again since, settled,
+    /// or replayed carries another (or none), and is left as it is.
+    pub lease: [u8; 16],
+    pub status_code: Option<i32>,
+    pub duration_ms: Option<i32>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<u64>,
+    pub permanent: bool,
+    pub response_body: Option<String>,
+}
+
+/// What `settle` wrote.
+#[derive(Default)]
+pub struct Settled {
+    /// (delivery id, new status) for each delivery that was still ours.
+    pub statuses: Vec<(i64, &'static str)>,
+    /// Results for leases that were no longer ours, left unwritten.
+    pub stale: usize,
+    /// Endpoints among the results whose circuit is not closed now.
+    pub open_circuits: HashSet<i64>,
+    /// Health events of endpoints whose row another session holds (with
+    /// `HealthLock::SkipLocked`): for the next settle.
+    pub skipped_health: Vec<HealthEvent>,
+}
+
+/// Write the results, and health events `carried` over from an earlier settle.
+pub fn settle(
+    client: &mut SpiClient<'_>,
+    results: &[AttemptResult],
+    lock: HealthLock,
+    carried: &[HealthEvent],
+) -> spi::Result<Settled> {
+    if results.is_empty() && carried.is_empty() {
+        return Ok(Settled::default());
+    }
+    let policy = guc::retry_policy();
+    let verdicts: Vec<Verdict> = results
+        .iter()
+        .map(|r| {
+            outcome::decide(
+                outcome::classify(r.status_code, r.permanent),
+                r.attempt_no,
+                r.max_attempts,
+                r.retry_after_ms,
+                &policy,
+                outcome::jitter(),
+            )
+        })
+        .collect();
+    let column =
+        |f: &dyn Fn(&AttemptResult) -> Option<String>| results.iter().map(f).collect::<Vec<_>>();
+    // A status without an error text still gets one, for v_dead_letters and last_error.
+    let error_text = |r: &AttemptResult| outcome::error_text(r.status_code, r.error.as_deref());
+    let settled = pg::execute(
+        client,
+        include_str!("../../sql/queries/settle.sql"),
+        &[
+            results
+                .iter()
+                .map(|r| r.delivery_id)
+                .collect::<Vec<_>>()
+                .into(),
+            verdicts
+                .iter()
+                .map(|v| v.status())
+                .collect::<Vec<_>>()
+                .into(),
+            results
+                .iter()
+                .map(|r| r.status_code)
+                .collect::<Vec<_>>()
+                .into(),
+            column(&error_text).into(),
+            results
+                .iter()
+                .map(|r| r.duration_ms)
+                .collect::<Vec<_>>()
+                .into(),
+            verdicts
+                .iter()
+                .map(|v| match v {
+                    Verdict::Retry { delay_ms } => Some(*delay_ms as i64),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .into(),
+            column(&|r| r.response_body.clone()).into(),
+            results
+                .iter()
+                .map(|r| r.attempt_no)
+                .collect::<Vec<_>>()
+                .into(),
+            results
+                .iter()
+                .map(|r| r.endpoint_id)
+                .collect::<Vec<_>>()
+                .into(),
+            results
+                .iter()
+                .map(|r| pgrx::Uuid::from_bytes(r.lease))
+                .collect::<Vec<_>>()
+                .into(),
+        ],
+    )?;
+    let mut ours = HashSet::new();
+    let mut statuses = Vec::with_capacity(results.len());
+    for row in settled {
+        let id = row.get::<i64>(1)?.unwrap_or_default();
+        ours.insert(id);
+        let status = match row.get::<&str>(2)?.unwrap_or_default() {
+            "sent" => "sent",
+            "retry" => "retry",
+            _ => "dead",
+        };
+        statuses.push((id, status));
+    }
+    let health: Vec<HealthEvent> = carried
+        .iter()
+        .cloned()
+        .chain(
+            results
+                .iter()
+                .filter(|r| ours.contains(&r.delivery_id))
+                .map(|r| {
+                    HealthEvent::of(
+                        r.endpoint_id,
+                        r.status_code,
+                        r.permanent,
+                        r.duration_ms,
+                        r.error.as_deref(),
+                    )
+                }),
+        )
+        .collect();
+    let (open_circuits, skipped_health) = record_health(client, &health, lock)?;
+    let stale = results.len() - statuses.len();
+    Ok(Settled {
+        statuses,
+        stale,
+        open_circuits,
+        skipped_health,
+    })
+}

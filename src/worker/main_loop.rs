@@ -1,0 +1,212 @@
+//! The worker's loop: wait, settle what came back, claim more, hand it to the
+//! HTTP thread; serve `/metrics` (worker 0); settle what it can at shutdown.
+
+use super::status::note_error;
+use super::transaction::installed_transaction;
+use crate::guc::{self, Mode};
+use crate::pipeline::{self, Engine};
+use crate::shmem;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::time::{Duration, Instant};
+use webhook_outbox_core::dispatch::Waker;
+use webhook_outbox_core::now_ms;
+use webhook_outbox_core::scrape::Scrape;
+
+/// How long the worker waits at shutdown for requests already running; past
+/// that their leases bring them back (`http_timeout` may be minutes).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Shortest sleep when something is due but nothing could be claimed.
+const MIN_NAP_MS: i64 = 10;
+
+fn report_activity(text: &std::ffi::CStr) {
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+}
+
+/// Wait for the latch, finished HTTP jobs, or the timeout.
+fn wait(fd: std::os::fd::RawFd, timeout: Duration) {
+    let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+    if fd >= 0 {
+        events |= pg_sys::WL_SOCKET_READABLE;
+    }
+    unsafe {
+        pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            events as i32,
+            fd as pg_sys::pgsocket,
+            timeout.as_millis().min(i32::MAX as u128) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+}
+
+pub(super) fn run(index: usize) {
+    let waker = match Waker::new() {
+        Ok(w) => w,
+        Err(e) => {
+            warning!("webhook_outbox worker {index}: cannot create eventfd: {e}");
+            return;
+        }
+    };
+    let mut engine: Option<Engine> = None;
+    let mut scrape: Option<Scrape> = None;
+    let mut sleep = Duration::ZERO;
+    let mut last_error = String::new();
+    loop {
+        wait(waker.fd(), sleep);
+        waker.clear();
+        // Whatever state the worker is in (paused, idle, waiting for the
+        // extension), it absorbs interrupts and signal barriers here: a
+        // DROP DATABASE elsewhere in the cluster waits for every backend.
+        // A cancel between transactions has no statement to cancel: it
+        // would only end the process.
+        unsafe { pg_sys::QueryCancelPending = 0 };
+        pgrx::check_for_interrupts!();
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            if let Some(Err(err)) = engine.as_mut().map(Engine::reload) {
+                note_error(index, &mut last_error, &format!("reload: {err}"));
+            }
+        }
+        if index == 0 {
+            serve_metrics(&mut scrape, &waker, &mut last_error);
+        }
+        sleep = Duration::from_millis(guc::poll_interval_ms());
+        let e = match engine.as_mut() {
+            Some(e) => e,
+            None => match Engine::new(waker.clone()) {
+                Ok(e) => engine.insert(e),
+                Err(err) => {
+                    note_error(index, &mut last_error, &err);
+                    continue;
+                }
+            },
+        };
+        if e.has_results() {
+            report_activity(c"settling");
+            match installed_transaction(|c| e.settle(c)) {
+                Ok(Some(s)) => {
+                    e.settled();
+                    shmem::with_slot(index, |slot| {
+                        slot.sent += s.sent;
+                        slot.failed += s.failed;
+                        slot.last_active_ms = now_ms();
+                    })
+                }
+                // Dropped: nothing to settle into, and nothing more to send.
+                Ok(None) => {
+                    engine = None;
+                    continue;
+                }
+                Err(err) => note_error(index, &mut last_error, &format!("settle: {err}")),
+            }
+        }
+        if guc::mode() != Mode::On {
+            // Jobs not yet started go back at once; the next pass settles them.
+            e.release_queued();
+            report_activity(c"paused (webhook_outbox.mode is not on)");
+            continue;
+        }
+        // Up to two batches in flight: one being sent while the next is claimed.
+        // Claim whole batches (or anything when idle): per-row transactions are what is slow.
+        let batch = guc::batch_size();
+        let outstanding = e.outstanding();
+        if outstanding > 0 {
+            // Results are settled at least this often even when few come back.
+            sleep = sleep.min(Duration::from_millis(20));
+        }
+        let want = (2 * batch).saturating_sub(outstanding).min(batch);
+        if want == 0 || (want < batch / 2 && outstanding > 0) {
+            continue;
+        }
+        report_activity(c"claiming");
+        let claimed = installed_transaction(|c| {
+            let claimed = e.claim(c, want)?;
+            if claimed.count == want {
+                return Ok((claimed.jobs, Some(Duration::ZERO))); // a full batch: there may be more
+            }
+            // A row can be due yet unclaimable (its endpoint has a full batch
+            // out): the floor keeps that from becoming a busy loop.
+            let due = pipeline::next_due_ms(c)?
+                .map(|ms| Duration::from_millis(ms.max(MIN_NAP_MS) as u64));
+            Ok((claimed.jobs, due))
+        });
+        match claimed {
+            Ok(Some((jobs, due))) => {
+                // Committed: only now may the requests leave.
+                e.submit(jobs);
+                sleep = sleep.min(due.unwrap_or(sleep));
+            }
+            Ok(None) => {
+                // Dropped: what is queued has nowhere to be settled.
+                engine = None;
+                report_activity(c"waiting for CREATE EXTENSION webhook_outbox");
+            }
+            Err(err) => note_error(index, &mut last_error, &format!("claim: {err}")),
+        }
+    }
+    if let Some(e) = engine {
+        shutdown(e, &waker);
+    }
+}
+
+/// Start, move or stop the /metrics listener as `metrics_listen` says, and
+/// answer a waiting scrape.
+fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut String) {
+    let address = guc::metrics_listen();
+    if scrape.as_ref().map(|s| s.address.as_str()) != Some(address.as_str()) {
+        // Dropping the old listener closes its socket before the new bind, so
+        // the same port can be taken again (e.g. 127.0.0.1:9187 -> 0.0.0.0:9187).
+        if let Some(old) = scrape.take() {
+            log!(
+                "webhook_outbox: stopped serving GET /metrics on {}",
+                old.address
+            );
+        }
+        if !address.is_empty() {
+            let wake = waker.clone();
+            match Scrape::start(&address, move || wake.wake()) {
+                Ok(s) => {
+                    log!("webhook_outbox: serving GET /metrics on {address}");
+                    *scrape = Some(s);
+                }
+                Err(e) => note_error(0, last_error, &format!("metrics_listen {address}: {e}")),
+            }
+        }
+    }
+    if let Some(s) = scrape.as_ref().filter(|s| s.wanted()) {
+        match installed_transaction(crate::api::metrics::render_metrics) {
+            Ok(Some(Some(text))) => s.publish(text),
+            Ok(Some(None)) => {
+                s.publish("# metrics unavailable: webhook_outbox.metrics() returned NULL\n".into())
+            }
+            Ok(None) => s.publish(format!(
+                "# webhook_outbox is not installed in database {}\n",
+                guc::database()
+            )),
+            Err(e) => s.publish(format!("# metrics unavailable: {e}\n")),
+        }
+    }
+}
+
+/// SIGTERM: claim nothing more, give back what has not started, let running
+/// requests finish (for `SHUTDOWN_GRACE` at most), settle everything.
+fn shutdown(mut e: Engine, waker: &Waker) {
+    e.release_queued();
+    let deadline = Instant::now() + e.timeout().min(SHUTDOWN_GRACE);
+    while !e.idle() && Instant::now() < deadline {
+        wait(waker.fd(), Duration::from_millis(50));
+        waker.clear();
+    }
+    match installed_transaction(|c| e.settle(c)) {
+        Ok(_) => e.settled(),
+        Err(err) => {
+            warning!("webhook_outbox: settling at shutdown failed, leases will expire: {err}")
+        }
+    }
+}
