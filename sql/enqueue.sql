@@ -77,16 +77,17 @@ COMMENT ON FUNCTION _routes(bigint, text, integer) IS
 'Internal: the endpoints an event goes to (the one named, else every enabled endpoint subscribed to its type) and their max_attempts.';
 
 -- The one INSERT into the outbox. Events are given as parallel arrays (one
--- element for enqueue and emit, a chunk for backfill). Status comes from
--- webhook_outbox.mode (shadow rows are recorded, never sent); an event already
--- in the outbox for an endpoint (same event_id) is left as it is. One row
--- back per event and endpoint it went to, with created saying whether the row
--- is new (dry_run: would be); an event no endpoint takes comes back once
--- with endpoint_id NULL, and one whose payload is too large once with its
--- refusal (or, raise_refusals, an ERROR), nothing of it written.
+-- element for enqueue and emit, a chunk for backfill, whose event ids are
+-- distinct). Each goes where _routes() says, with the status
+-- webhook_outbox.mode gives (shadow rows are recorded, never sent); a
+-- payload over the limit raises an ERROR (raise_refusals) or is skipped (the
+-- caller reports it: backfill); an event already in the outbox for an
+-- endpoint (same event_id) is left as it is. Returns the deliveries created.
 -- Qualified and without a SET clause, like _payload_refusal: enqueue() and
--- emit() call it once per event, and a SET clause costs a GUC save and
--- restore per call.
+-- emit() call it for every event, and a SET clause costs a GUC save and
+-- restore per call. One plain INSERT, so that planning it (PL/pgSQL keeps
+-- choosing a custom plan: a generic one must assume ten events where a call
+-- has one) stays cheap.
 CREATE FUNCTION _insert_events(
     named_endpoint bigint,
     event_ids text[],
@@ -95,54 +96,29 @@ CREATE FUNCTION _insert_events(
     subject_ids text[],
     flag text,
     attempts_override integer,
-    dry_run boolean,
     raise_refusals boolean
-) RETURNS TABLE (event_no integer, endpoint_id bigint, delivery_id bigint, created boolean, refusal text)
+) RETURNS TABLE (endpoint_id bigint, event_id text, delivery_id bigint)
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     new_status text := CASE webhook_outbox._setting('mode') WHEN 'shadow' THEN 'shadow' ELSE 'pending' END;
 BEGIN
     RETURN QUERY
-    WITH events AS (
-        SELECT u.event_no::integer AS event_no, u.event_id, u.event_type, u.payload, u.subject_id,
-               webhook_outbox._payload_refusal(u.payload, raise_refusals) AS refusal
-        FROM ROWS FROM (pg_catalog.unnest(event_ids), pg_catalog.unnest(event_types),
-                        pg_catalog.unnest(payloads), pg_catalog.unnest(subject_ids))
-             WITH ORDINALITY AS u(event_id, event_type, payload, subject_id, event_no)
-    ), routed AS (
-        SELECT ev.event_no, ev.event_id, ev.event_type, ev.payload, ev.subject_id, r.endpoint_id, r.max_attempts,
-               -- Checked first: a rerun of a backfill file then costs an index
-               -- probe per row, not a speculative insertion.
-               NOT EXISTS (SELECT FROM webhook_outbox.deliveries x
-                           WHERE x.endpoint_id OPERATOR(pg_catalog.=) r.endpoint_id
-                             AND x.event_id OPERATOR(pg_catalog.=) ev.event_id) AS new
-        FROM events ev
-        CROSS JOIN LATERAL webhook_outbox._routes(named_endpoint, ev.event_type, attempts_override) r
-        WHERE ev.refusal IS NULL
-    ), inserted AS (
-        INSERT INTO webhook_outbox.deliveries AS d
-            (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts, flag_key)
-        SELECT r.endpoint_id, r.event_id, r.event_type, r.payload, r.subject_id, new_status,
-               r.max_attempts, flag
-        FROM routed r
-        WHERE r.new AND NOT dry_run
-        -- A concurrent transaction may insert the same event meanwhile.
-        ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
-        RETURNING d.id, d.endpoint_id, d.event_id
-    )
-    SELECT ev.event_no, r.endpoint_id, i.id,
-           coalesce(CASE WHEN dry_run THEN r.new ELSE i.id IS NOT NULL END, false),
-           ev.refusal
-    FROM events ev
-    LEFT JOIN routed r ON r.event_no OPERATOR(pg_catalog.=) ev.event_no
-    LEFT JOIN inserted i ON i.endpoint_id OPERATOR(pg_catalog.=) r.endpoint_id
-                        AND i.event_id OPERATOR(pg_catalog.=) r.event_id;
+    INSERT INTO webhook_outbox.deliveries AS d
+        (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts, flag_key)
+    SELECT r.endpoint_id, u.event_id, u.event_type, u.payload, u.subject_id, new_status, r.max_attempts, flag
+    FROM ROWS FROM (pg_catalog.unnest(event_ids), pg_catalog.unnest(event_types),
+                    pg_catalog.unnest(payloads), pg_catalog.unnest(subject_ids))
+         AS u(event_id, event_type, payload, subject_id)
+    CROSS JOIN LATERAL webhook_outbox._routes(named_endpoint, u.event_type, attempts_override) r
+    WHERE webhook_outbox._payload_refusal(u.payload, raise_refusals) IS NULL
+    ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
+    RETURNING d.endpoint_id, d.event_id::text, d.id;
 END
 $$;
-COMMENT ON FUNCTION _insert_events(bigint, text[], text[], jsonb[], text[], text, integer, boolean, boolean) IS
-'Internal: the one insert into deliveries, for enqueue(), emit() and backfill(): routing, status by mode, max_attempts, '
-'the payload limit and idempotency on (endpoint_id, event_id). One row per event and endpoint.';
+COMMENT ON FUNCTION _insert_events(bigint, text[], text[], jsonb[], text[], text, integer, boolean) IS
+'Internal: the one insert into deliveries, for enqueue(), emit() and backfill(): routing (_routes), status by mode, max_attempts, '
+'the payload limit (_payload_refusal) and idempotency on (endpoint_id, event_id). Returns the deliveries created.';
 
 CREATE FUNCTION enqueue(
     endpoint_id bigint,
@@ -156,7 +132,7 @@ SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     key text := coalesce(enqueue.event_id, gen_random_uuid()::text);
-    result record;
+    id bigint;
 BEGIN
     IF enqueue.endpoint_id IS NULL THEN
         RAISE EXCEPTION 'endpoint_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -165,17 +141,18 @@ BEGIN
     IF _setting('mode') = 'off' THEN
         RETURN NULL;
     END IF;
-    SELECT i.endpoint_id, i.delivery_id INTO result
+    SELECT i.delivery_id INTO id
     FROM _insert_events(enqueue.endpoint_id, ARRAY[key], ARRAY[enqueue.event_type], ARRAY[enqueue.payload],
-                        ARRAY[enqueue.subject_id], NULL, NULL, false, true) i;
-    IF result.endpoint_id IS NULL THEN
+                        ARRAY[enqueue.subject_id], NULL, NULL, true) i;
+    IF id IS NULL THEN
+        -- Already queued (the same event_id), or no such endpoint.
+        SELECT d.id INTO id FROM deliveries d WHERE d.endpoint_id = enqueue.endpoint_id AND d.event_id = key;
+    END IF;
+    IF id IS NULL THEN
         RAISE EXCEPTION 'endpoint % does not exist', enqueue.endpoint_id
             USING ERRCODE = 'undefined_object', HINT = 'Create it with webhook_outbox.create_endpoint(url).';
     END IF;
-    IF result.delivery_id IS NOT NULL THEN
-        RETURN result.delivery_id;
-    END IF;
-    RETURN (SELECT d.id FROM deliveries d WHERE d.endpoint_id = enqueue.endpoint_id AND d.event_id = key);
+    RETURN id;
 END
 $$;
 COMMENT ON FUNCTION enqueue(bigint, text, jsonb, text, text) IS
@@ -201,9 +178,9 @@ BEGIN
     IF emit.flag IS NOT NULL AND NOT should_emit_event(emit.flag, emit.subject_id) THEN
         RETURN 0;
     END IF;
-    RETURN (SELECT count(*) FILTER (WHERE i.created)
+    RETURN (SELECT count(*)
             FROM _insert_events(NULL, ARRAY[coalesce(emit.event_id, gen_random_uuid()::text)], ARRAY[emit.event_type],
-                                ARRAY[emit.payload], ARRAY[emit.subject_id], emit.flag, NULL, false, true) i);
+                                ARRAY[emit.payload], ARRAY[emit.subject_id], emit.flag, NULL, true));
 END
 $$;
 COMMENT ON FUNCTION emit(text, jsonb, text, text, text) IS
