@@ -2,16 +2,23 @@
 -- external workers (get_ready_deliveries), and telling the worker when the
 -- next one is due.
 
--- What a claim may take now: due, and not under a live lease (_leased).
--- Read one endpoint at a time, in next_attempt_at order, from the due index;
--- a claim locks rows through it (FOR UPDATE reaches the table, and a row
--- changed meanwhile is checked against these conditions again).
-CREATE VIEW _claimable AS
+-- Waiting to be sent: pending or retry, and not under a live lease
+-- (_leased). _claimable and _next_due() read it, each endpoint's rows in
+-- next_attempt_at order from the due index; a claim locks rows through it
+-- (FOR UPDATE reaches the table, and a row changed meanwhile is checked
+-- against these conditions again).
+CREATE VIEW _waiting AS
 SELECT d.*
 FROM deliveries d
 WHERE d.status IN ('pending', 'retry')
-  AND d.next_attempt_at <= now()
   AND NOT coalesce(_leased(d.locked_until), false);
+COMMENT ON VIEW _waiting IS 'Internal: pending and retry deliveries not under a live lease.';
+
+-- What a claim may take now: waiting, and due.
+CREATE VIEW _claimable AS
+SELECT w.*
+FROM _waiting w
+WHERE w.next_attempt_at <= now();
 COMMENT ON VIEW _claimable IS 'Internal: the deliveries a claim may take now (due, not under a live lease).';
 
 -- When an endpoint's circuit breaker next lets a request through, in one
@@ -19,7 +26,8 @@ COMMENT ON VIEW _claimable IS 'Internal: the deliveries a claim may take now (du
 -- those of core/src/circuit.rs: closed admits at once; open admits one probe
 -- once circuit_open_seconds have passed since it opened (the claim then marks
 -- it half_open); half_open admits another probe only when the first one's
--- lease has ended without a result. NULL: not before a result changes the state.
+-- lease has ended without a result. A state without its time (a row written
+-- by hand) admits at once, so that a probe's result repairs it.
 -- Plain SQL, qualified, so that it is inlined into both.
 CREATE FUNCTION _admits_from(circuit_state text, opened_at timestamptz, probe_until timestamptz) RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -27,12 +35,14 @@ AS $$
     SELECT CASE
                WHEN circuit_state OPERATOR(pg_catalog.=) 'closed'::pg_catalog.text THEN '-infinity'::pg_catalog.timestamptz
                WHEN circuit_state OPERATOR(pg_catalog.=) 'open'::pg_catalog.text
-                   THEN opened_at OPERATOR(pg_catalog.+) webhook_outbox._setting('circuit_open_seconds')::interval
-               ELSE probe_until
+                   THEN coalesce(opened_at OPERATOR(pg_catalog.+) webhook_outbox._setting('circuit_open_seconds')::interval,
+                                 '-infinity'::pg_catalog.timestamptz)
+               ELSE coalesce(probe_until, '-infinity'::pg_catalog.timestamptz)
            END
 $$;
 COMMENT ON FUNCTION _admits_from(text, timestamptz, timestamptz) IS
-'Internal: from when an endpoint''s circuit admits a request: closed at once, open after circuit_open_seconds, half_open when its probe''s lease ends.';
+'Internal: from when an endpoint''s circuit admits a request: closed at once, open after circuit_open_seconds, half_open when its probe''s lease ends '
+'(at once when that time is missing).';
 
 -- Claim due deliveries with a lease. Shared by get_ready_deliveries() and the
 -- worker, which also passes the endpoints it already has enough in flight for.
@@ -156,12 +166,10 @@ BEGIN
     FROM endpoints e
     JOIN health_metrics h ON h.webhook_id = e.id
     CROSS JOIN LATERAL (
-        SELECT d.next_attempt_at AS at
-        FROM deliveries d
-        WHERE d.endpoint_id = e.id
-          AND d.status IN ('pending', 'retry')
-          AND NOT coalesce(_leased(d.locked_until), false)
-        ORDER BY d.next_attempt_at
+        SELECT w.next_attempt_at AS at
+        FROM _waiting w
+        WHERE w.endpoint_id = e.id
+        ORDER BY w.next_attempt_at
         LIMIT 1
     ) n
     WHERE e.enabled);

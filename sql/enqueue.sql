@@ -1,9 +1,10 @@
 -- Putting events into the outbox. enqueue (one endpoint), emit (fan-out) and
--- backfill (NDJSON, src/api/backfill) all write through _insert_events, in
+-- backfill (NDJSON, src/api/backfill.rs) all write through _insert_events, in
 -- the caller's transaction: an event exists iff that transaction commits.
 
--- The checks every event passes before it is routed; backfill applies the
--- same key rule line by line (and reports a bad line instead of raising).
+-- The checks an event passes before it is routed, whatever the mode or the
+-- rollout flag say; backfill applies the same key and payload rules line by
+-- line (and reports a bad line instead of raising).
 CREATE FUNCTION _check_event(event_type text, payload jsonb, event_id text, subject_id text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, webhook_outbox, pg_temp
@@ -21,6 +22,7 @@ BEGIN
         RAISE EXCEPTION 'payload must not be NULL'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Send ''{}''::jsonb for an event without data.';
     END IF;
+    PERFORM _payload_refusal(payload, true);
 END
 $$;
 COMMENT ON FUNCTION _check_event(text, jsonb, text, text) IS 'Internal: an event''s type, keys and payload as enqueue() and emit() check them.';
@@ -29,14 +31,14 @@ COMMENT ON FUNCTION _check_event(text, jsonb, text, text) IS 'Internal: an event
 -- sends, which is the payload's text as jsonb prints it (not the text the
 -- caller wrote: emit() never sees that). NULL when it fits; otherwise the
 -- reason, or (raise) an ERROR. Qualified and without a SET clause: it runs
--- once per event, inside _insert_events.
+-- for every event.
 CREATE FUNCTION _payload_refusal(payload jsonb, raise boolean) RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE STRICT
 AS $$
 DECLARE
     size bigint := pg_catalog.octet_length(payload::pg_catalog.text);
     max_size bigint := webhook_outbox._setting('max_payload_bytes')::bigint;
-    reason text;
+    reason pg_catalog.text;
 BEGIN
     IF size OPERATOR(pg_catalog.<=) max_size THEN
         RETURN NULL;
@@ -63,31 +65,36 @@ CREATE FUNCTION _routes(named_endpoint bigint, event_type text, attempts_overrid
 RETURNS TABLE (endpoint_id bigint, max_attempts integer)
 LANGUAGE sql STABLE
 AS $$
-    SELECT e.id, coalesce(attempts_override, e.max_attempts, webhook_outbox._setting('max_attempts')::integer)
-    FROM webhook_outbox.endpoints e
-    WHERE e.id OPERATOR(pg_catalog.=) named_endpoint
-    UNION ALL
-    SELECT e.id, coalesce(attempts_override, e.max_attempts, webhook_outbox._setting('max_attempts')::integer)
-    FROM webhook_outbox.endpoints e
-    WHERE named_endpoint IS NULL
-      AND e.enabled
-      AND (e.event_types IS NULL OR event_type OPERATOR(pg_catalog.=) ANY (e.event_types))
+    SELECT t.id, coalesce(attempts_override, t.max_attempts, webhook_outbox._setting('max_attempts')::integer)
+    FROM (
+        SELECT e.id, e.max_attempts
+        FROM webhook_outbox.endpoints e
+        WHERE e.id OPERATOR(pg_catalog.=) named_endpoint
+        UNION ALL
+        SELECT e.id, e.max_attempts
+        FROM webhook_outbox.endpoints e
+        WHERE named_endpoint IS NULL
+          AND e.enabled
+          AND (e.event_types IS NULL OR event_type OPERATOR(pg_catalog.=) ANY (e.event_types))
+    ) t
 $$;
 COMMENT ON FUNCTION _routes(bigint, text, integer) IS
 'Internal: the endpoints an event goes to (the one named, else every enabled endpoint subscribed to its type) and their max_attempts.';
 
--- The one INSERT into the outbox. Events are given as parallel arrays (one
--- element for enqueue and emit, a chunk for backfill, whose event ids are
--- distinct). Each goes where _routes() says, with the status
--- webhook_outbox.mode gives (shadow rows are recorded, never sent); a
--- payload over the limit raises an ERROR (raise_refusals) or is skipped (the
--- caller reports it: backfill); an event already in the outbox for an
--- endpoint (same event_id) is left as it is. Returns the deliveries created.
--- Qualified and without a SET clause, like _payload_refusal: enqueue() and
--- emit() call it for every event, and a SET clause costs a GUC save and
--- restore per call. One plain INSERT, so that planning it (PL/pgSQL keeps
--- choosing a custom plan: a generic one must assume ten events where a call
--- has one) stays cheap.
+-- The one INSERT into the outbox, for events that passed their checks
+-- (_check_event, or backfill's line check and _payload_refusal). Events are
+-- given as parallel arrays: one element for enqueue and emit, a chunk for
+-- backfill. Each goes where _routes() says, with the status
+-- webhook_outbox.mode gives (shadow rows are recorded, never sent); an event
+-- already in the outbox for an endpoint (same event_id) is left as it is.
+-- Returns how many deliveries it created.
+-- Qualified, so that it needs no search_path, and returning a count, not
+-- rows: enqueue() and emit() call it for every event, and a result set
+-- built, or a statement wrapped around the INSERT to collect its rows, costs
+-- more than the INSERT. Its plan is made once per session (force_generic_plan):
+-- PL/pgSQL would otherwise plan it again on every call, since a plan made for
+-- one event looks cheaper than one for any number, and planning it (the
+-- inlined routing) costs several times what running it does.
 CREATE FUNCTION _insert_events(
     named_endpoint bigint,
     event_ids text[],
@@ -95,15 +102,16 @@ CREATE FUNCTION _insert_events(
     payloads jsonb[],
     subject_ids text[],
     flag text,
-    attempts_override integer,
-    raise_refusals boolean
-) RETURNS TABLE (endpoint_id bigint, event_id text, delivery_id bigint)
+    attempts_override integer
+) RETURNS integer
 LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    new_status text := CASE webhook_outbox._setting('mode') WHEN 'shadow' THEN 'shadow' ELSE 'pending' END;
+    new_status pg_catalog.text := CASE WHEN webhook_outbox._setting('mode') OPERATOR(pg_catalog.=) 'shadow'
+                                       THEN 'shadow' ELSE 'pending' END;
+    created integer;
 BEGIN
-    RETURN QUERY
     INSERT INTO webhook_outbox.deliveries AS d
         (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts, flag_key)
     SELECT r.endpoint_id, u.event_id, u.event_type, u.payload, u.subject_id, new_status, r.max_attempts, flag
@@ -111,14 +119,14 @@ BEGIN
                     pg_catalog.unnest(payloads), pg_catalog.unnest(subject_ids))
          AS u(event_id, event_type, payload, subject_id)
     CROSS JOIN LATERAL webhook_outbox._routes(named_endpoint, u.event_type, attempts_override) r
-    WHERE webhook_outbox._payload_refusal(u.payload, raise_refusals) IS NULL
-    ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
-    RETURNING d.endpoint_id, d.event_id::text, d.id;
+    ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING;
+    GET DIAGNOSTICS created = ROW_COUNT;
+    RETURN created;
 END
 $$;
-COMMENT ON FUNCTION _insert_events(bigint, text[], text[], jsonb[], text[], text, integer, boolean) IS
-'Internal: the one insert into deliveries, for enqueue(), emit() and backfill(): routing (_routes), status by mode, max_attempts, '
-'the payload limit (_payload_refusal) and idempotency on (endpoint_id, event_id). Returns the deliveries created.';
+COMMENT ON FUNCTION _insert_events(bigint, text[], text[], jsonb[], text[], text, integer) IS
+'Internal: the one insert into deliveries, for enqueue(), emit() and backfill(): routing (_routes), status by mode, max_attempts '
+'and idempotency on (endpoint_id, event_id). Returns the deliveries created.';
 
 CREATE FUNCTION enqueue(
     endpoint_id bigint,
@@ -141,13 +149,13 @@ BEGIN
     IF _setting('mode') = 'off' THEN
         RETURN NULL;
     END IF;
-    SELECT i.delivery_id INTO id
-    FROM _insert_events(enqueue.endpoint_id, ARRAY[key], ARRAY[enqueue.event_type], ARRAY[enqueue.payload],
-                        ARRAY[enqueue.subject_id], NULL, NULL, true) i;
-    IF id IS NULL THEN
-        -- Already queued (the same event_id), or no such endpoint.
-        SELECT d.id INTO id FROM deliveries d WHERE d.endpoint_id = enqueue.endpoint_id AND d.event_id = key;
+    IF _insert_events(enqueue.endpoint_id, ARRAY[key], ARRAY[enqueue.event_type], ARRAY[enqueue.payload],
+                      ARRAY[enqueue.subject_id], NULL, NULL) = 1 THEN
+        -- The one row just created took the id sequence's latest value in this session.
+        RETURN currval('deliveries_id_seq');
     END IF;
+    -- Already queued with this event_id; none: no such endpoint.
+    SELECT d.id INTO id FROM deliveries d WHERE d.endpoint_id = enqueue.endpoint_id AND d.event_id = key;
     IF id IS NULL THEN
         RAISE EXCEPTION 'endpoint % does not exist', enqueue.endpoint_id
             USING ERRCODE = 'undefined_object', HINT = 'Create it with webhook_outbox.create_endpoint(url).';
@@ -178,9 +186,8 @@ BEGIN
     IF emit.flag IS NOT NULL AND NOT should_emit_event(emit.flag, emit.subject_id) THEN
         RETURN 0;
     END IF;
-    RETURN (SELECT count(*)
-            FROM _insert_events(NULL, ARRAY[coalesce(emit.event_id, gen_random_uuid()::text)], ARRAY[emit.event_type],
-                                ARRAY[emit.payload], ARRAY[emit.subject_id], emit.flag, NULL, true));
+    RETURN _insert_events(NULL, ARRAY[coalesce(emit.event_id, gen_random_uuid()::text)], ARRAY[emit.event_type],
+                          ARRAY[emit.payload], ARRAY[emit.subject_id], emit.flag, NULL);
 END
 $$;
 COMMENT ON FUNCTION emit(text, jsonb, text, text, text) IS

@@ -18,8 +18,10 @@ use std::collections::HashSet;
 use webhook_outbox_core::backfill::{parse_line, Event};
 
 /// Events per statement: enough to amortise a statement's cost, few enough to
-/// keep its arrays small.
+/// keep its arrays small; and bytes, so that large events cannot make an
+/// array larger than Postgres allows (1 GB).
 const CHUNK_EVENTS: usize = 5_000;
+const CHUNK_BYTES: usize = 64 << 20;
 /// Failed lines reported by NOTICE; backfill_errors keeps all of them.
 const NOTICE_LIMIT: i64 = 100;
 /// How much of a failed line backfill_errors keeps.
@@ -49,7 +51,11 @@ struct Run {
     max_attempts: Option<i32>,
     dry_run: bool,
     counts: Counts,
+    /// Ids of events queued, found in the outbox, or in the chunk being built.
     seen: HashSet<String>,
+    /// Ids in the chunk being built, and its payload bytes.
+    in_chunk: HashSet<String>,
+    chunk_bytes: usize,
 }
 
 impl Run {
@@ -58,24 +64,61 @@ impl Run {
         &mut self,
         parsed: Result<Event<'a>, Failure<'a>>,
         chunk: &mut Vec<Event<'a>>,
+        held: &mut Vec<Event<'a>>,
         failures: &mut Vec<Failure<'a>>,
     ) {
         self.counts.processed += 1;
         match parsed {
             Err(f) => failures.push(f),
-            Ok(e) if self.seen.contains(&e.event_id) => self.counts.duplicates += 1,
-            Ok(e) => {
-                self.seen.insert(e.event_id.clone());
-                chunk.push(e);
+            Ok(e) => self.place(e, chunk, held),
+        }
+    }
+
+    /// An event whose id came earlier in the input is a duplicate if that
+    /// earlier line was queued (or found in the outbox). While the earlier
+    /// line's chunk is not written, it waits (`held`): should that line be
+    /// refused, this one is tried in its place.
+    fn place<'a>(&mut self, e: Event<'a>, chunk: &mut Vec<Event<'a>>, held: &mut Vec<Event<'a>>) {
+        if self.in_chunk.contains(&e.event_id) {
+            held.push(e);
+        } else if self.seen.contains(&e.event_id) {
+            self.counts.duplicates += 1;
+        } else {
+            self.seen.insert(e.event_id.clone());
+            self.in_chunk.insert(e.event_id.clone());
+            self.chunk_bytes += e.payload.len();
+            chunk.push(e);
+        }
+    }
+
+    fn chunk_full(&self, chunk: &[Event<'_>]) -> bool {
+        chunk.len() >= CHUNK_EVENTS || self.chunk_bytes >= CHUNK_BYTES
+    }
+
+    /// Write every accepted line, those held behind an earlier one included.
+    fn flush_all<'a>(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        chunk: &mut Vec<Event<'a>>,
+        held: &mut Vec<Event<'a>>,
+        failures: &mut Vec<Failure<'a>>,
+    ) -> Result<(), ErrorReport> {
+        // Each round places at least one held line (ids repeat at most that often).
+        loop {
+            self.flush(client, chunk, held, failures)?;
+            if chunk.is_empty() && held.is_empty() {
+                return Ok(());
             }
         }
     }
 
     /// Write (or count) a chunk of accepted events, then report the failed lines.
+    /// Held lines whose earlier twin was refused take its place in the next chunk.
     fn flush<'a>(
         &mut self,
         client: &mut SpiClient<'_>,
         chunk: &mut Vec<Event<'a>>,
+        held: &mut Vec<Event<'a>>,
         failures: &mut Vec<Failure<'a>>,
     ) -> Result<(), ErrorReport> {
         if !chunk.is_empty() {
@@ -96,18 +139,21 @@ impl Run {
                     ],
                 )
                 .map_err(spi_error)?;
+            let mut would_create = 0;
+            let mut inserted = 0;
             for row in rows {
                 let event_no: i32 = row.get(1).map_err(spi_error)?.unwrap_or_default();
-                let routed: i64 = row.get(2).map_err(spi_error)?.unwrap_or_default();
+                let routes: i64 = row.get(2).map_err(spi_error)?.unwrap_or_default();
                 let new: i64 = row.get(3).map_err(spi_error)?.unwrap_or_default();
                 let refusal: Option<String> = row.get(4).map_err(spi_error)?;
+                inserted = row.get::<i32>(5).map_err(spi_error)?.unwrap_or_default();
                 let Some(e) = usize::try_from(event_no - 1)
                     .ok()
                     .and_then(|i| chunk.get(i))
                 else {
                     continue;
                 };
-                let reason = match (refusal, routed) {
+                let reason = match (refusal, routes) {
                     (Some(reason), _) => reason,
                     (None, 0) => format!(
                         "no enabled endpoint subscribes to event_type '{}'",
@@ -115,7 +161,7 @@ impl Run {
                     ),
                     (None, _) if new > 0 => {
                         self.counts.created += 1;
-                        self.counts.enqueued += new;
+                        would_create += new;
                         continue;
                     }
                     (None, _) => {
@@ -131,7 +177,18 @@ impl Run {
                     line: e.payload,
                 });
             }
+            // The rows the insert wrote; a dry run, those it would write.
+            self.counts.enqueued += if self.dry_run {
+                would_create
+            } else {
+                i64::from(inserted)
+            };
             chunk.clear();
+        }
+        self.in_chunk.clear();
+        self.chunk_bytes = 0;
+        for e in std::mem::take(held) {
+            self.place(e, chunk, held);
         }
         failures.sort_by_key(|f| f.line_no);
         self.report(client, failures)
@@ -242,6 +299,16 @@ fn backfill(
         ));
     }
     let counts = Spi::connect_mut(|client| {
+        // Routing is decided for the whole run, by the endpoints as they are
+        // when it starts: changes to them wait for the caller's commit. The
+        // counts are then those of the rows written.
+        client
+            .update(
+                "LOCK TABLE webhook_outbox.endpoints IN SHARE MODE",
+                None,
+                &[],
+            )
+            .map_err(spi_error)?;
         if let Some(id) = endpoint_id {
             let exists = client
                 .select(
@@ -275,8 +342,11 @@ fn backfill(
             dry_run,
             counts: Counts::default(),
             seen: HashSet::new(),
+            in_chunk: HashSet::new(),
+            chunk_bytes: 0,
         };
         let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
+        let mut held = Vec::new();
         let mut failures = Vec::new();
         for (i, line) in ndjson.lines().enumerate() {
             if line.trim().is_empty() {
@@ -288,17 +358,18 @@ fn backfill(
                 reason,
                 line,
             });
-            run.accept(parsed, &mut chunk, &mut failures);
-            // Chunks end on progress boundaries, so each progress NOTICE has exact counts.
+            run.accept(parsed, &mut chunk, &mut held, &mut failures);
+            // Progress NOTICEs come after everything read so far is written,
+            // so that their counts are exact.
             let progress = progress_every > 0 && run.counts.processed % progress_every == 0;
-            if chunk.len() == CHUNK_EVENTS || progress {
-                run.flush(client, &mut chunk, &mut failures)?;
-            }
             if progress {
+                run.flush_all(client, &mut chunk, &mut held, &mut failures)?;
                 notice!("backfill: {}", summary(&run.counts));
+            } else if run.chunk_full(&chunk) {
+                run.flush(client, &mut chunk, &mut held, &mut failures)?;
             }
         }
-        run.flush(client, &mut chunk, &mut failures)?;
+        run.flush_all(client, &mut chunk, &mut held, &mut failures)?;
         let c = run.counts;
         client
             .update(

@@ -425,3 +425,37 @@ fn settle_and_release_change_only_the_current_lease() {
     assert_eq!(zero.stale, 1);
     assert_eq!(delivery::<String>(unclaimed, "status"), "pending");
 }
+
+/// A lease that ran out without another claim: the delivery is due again
+/// (operators see it pending, a claim may take it), yet the claim that holds
+/// its token may still settle it: a slow success is kept, not sent twice.
+#[pg_test(schema = "tests")]
+fn an_expired_lease_is_due_again_but_its_holder_may_still_settle() {
+    let d = enqueue(endpoint(""));
+    assert_eq!(claim(1), vec![d]);
+    let token: pgrx::Uuid = delivery(d, "lease_token");
+    assert_eq!(
+        delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"),
+        "sending"
+    );
+    update(
+        "deliveries",
+        d,
+        "locked_until = now() - interval '1 second'",
+    );
+    assert_eq!(
+        delivery::<String>(d, "webhook_outbox.delivery_state(status, locked_until)"),
+        "pending"
+    );
+    assert_eq!(
+        one::<i64>("SELECT count FROM webhook_outbox.v_queue_status WHERE status = 'pending'"),
+        1
+    );
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT webhook_outbox.record_attempt({d}, '{token}'::uuid, 200, 5)"
+        )),
+        "sent"
+    );
+    assert_eq!(claim(1), Vec::<i64>::new());
+}

@@ -272,3 +272,27 @@ fn backfill_measures_payloads_as_emit_does() {
         ("54000".to_owned(), too_big)
     );
 }
+
+/// A line whose id came earlier is a duplicate only if that earlier line was
+/// queued: behind a refused one, it is tried in its place.
+#[pg_test(schema = "tests")]
+fn backfill_tries_a_repeated_id_when_the_first_line_was_refused() {
+    endpoint("a", "NULL");
+    let fits = line("e1", "t");
+    let size = one::<i32>(&format!("SELECT octet_length('{fits}'::jsonb::text)"));
+    run(&format!(
+        "SET LOCAL webhook_outbox.max_payload_bytes = {size}"
+    ));
+    let too_big = fits.replacen('{', r#"{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","#, 1);
+    let big = one::<i32>(&format!("SELECT octet_length('{too_big}'::jsonb::text)"));
+    let input = [too_big, fits.clone(), fits].join("\n");
+    // Line 1 refused, line 2 queued in its place, line 3 a duplicate of line 2.
+    assert_eq!(backfill(&input, ""), (3, 1, 1, 1, 1));
+    assert_eq!(
+        one::<String>(
+            "SELECT line_no || ': ' || reason FROM webhook_outbox.backfill_errors
+             WHERE run_id = (SELECT max(id) FROM webhook_outbox.backfill_runs)"
+        ),
+        format!("1: payload of {big} bytes exceeds webhook_outbox.max_payload_bytes ({size})")
+    );
+}

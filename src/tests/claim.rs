@@ -331,3 +331,26 @@ fn claim_rejects_bad_arguments() {
 fn claim_zero_batch_size_is_an_error() {
     run("SELECT * FROM webhook_outbox.get_ready_deliveries(0)");
 }
+
+/// An open or half-open circuit without its time (a row written by hand)
+/// lets a probe through, whose result repairs the state: it never strands
+/// the endpoint.
+#[pg_test(schema = "tests")]
+fn claim_probes_a_circuit_state_without_its_time() {
+    let e = endpoint("");
+    let ids: Vec<i64> = (0..2).map(|_| enqueue(e)).collect();
+    update(
+        "health_metrics",
+        e,
+        "circuit_state = 'open', circuit_opened_at = NULL",
+    );
+    assert_eq!(claim(10).len(), 1, "one probe");
+    update(
+        "health_metrics",
+        e,
+        "circuit_state = 'half_open', circuit_probe_until = NULL",
+    );
+    let probe = claim(10);
+    assert_eq!(probe.len(), 1, "another probe: {probe:?}");
+    assert!(ids.contains(&probe[0]));
+}
