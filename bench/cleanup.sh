@@ -3,7 +3,7 @@
 # with one attempt row) next to 100,000 recent ones, while pgbench plays the
 # worker (enqueue, claim, record the result: 100 transactions/s). Measures:
 #   - CALL cleanup_in_batches() (a COMMIT every 10,000 ids), the same deletion
-#     as one statement (what cleanup() did before batching), and cleanup()
+#     as one unbatched DELETE statement (the baseline), and cleanup()
 #     (statements of 10,000 ids in one transaction);
 #   - the load's latency before/during/after each, from pgbench's log;
 #   - index and table sizes: before, after the deletion, after VACUUM, and

@@ -3,36 +3,23 @@
 low load (one event at a time, ~200 commits/s). The receiver runs in this
 process, so both ends read the same monotonic clock. Prints p50/p90/p99/max.
 usage: latency.py PGHOST PGPORT N"""
-import http.server, socketserver, statistics, sys, threading, time
+import statistics, sys, time
+from pathlib import Path
 
 import psycopg
+
+# The receiver shared with the demo and docker (scripts/receiver.py), in this
+# process: it stamps time.monotonic() as soon as a request's headers are read.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
+import receiver  # noqa: E402
 
 arrivals = {}
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):
-        now = time.monotonic()
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        arrivals[self.headers["webhook-id"]] = now
-        self.send_response(204)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
-
 def main():
     host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    server = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = receiver.start(host="127.0.0.1", port=0, default_status=204, log=False, arrivals=arrivals)
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=False) as conn:
         endpoint = conn.execute("SELECT webhook_outbox.create_endpoint(%s, rate_limit_rps => 0)", (url,)).fetchone()[0]

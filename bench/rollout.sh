@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# should_emit_event() against the seeds' bare SQL bucket expression, in one run
-# on one throwaway cluster with the library preloaded. Both queries count the
-# subjects a 10% rollout admits among 'user-1' .. 'user-1000000'; they must
-# agree, and the function must cost no more than the expression.
+# should_emit_event() against the same bucketing written as a bare SQL
+# expression (first 8 hex digits of md5 mod 100), in one run on one throwaway
+# cluster with the library preloaded. Both queries count the subjects a 10%
+# rollout admits among 'user-1' .. 'user-1000000'; they must agree, and the
+# function must cost no more than the expression.
 #
 #   cargo pgrx install --release --pg-config /usr/bin/pg_config && bash bench/rollout.sh
 #

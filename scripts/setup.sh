@@ -18,6 +18,10 @@ if [ -n "$missing" ]; then
 fi
 # Debian starts a system-wide cluster and nginx on install; we use our own throwaway ones.
 
+# scripts/test.sh checks formatting and lints.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+fi
 if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.0"; then
     echo "setup: installing cargo-pgrx 0.18.0 (a few minutes)"
     cargo install cargo-pgrx --version 0.18.0 --locked --quiet

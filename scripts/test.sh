@@ -6,7 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
-# 1. Unit tests and #[pg_test]s (cargo pgrx starts its own cluster).
+# 1. Style, lints, and the pgrx-free crate's tests (seconds, no Postgres).
+cargo fmt --all --check
+cargo clippy -p webhook_outbox_core --all-targets -- -D warnings
+cargo clippy --all-targets -- -D warnings
+cargo test -p webhook_outbox_core
+
+# 2. #[pg_test]s and the extension crate's unit tests (cargo pgrx starts its own cluster).
 PGTEST_DATA=${PGTEST_DATA:-/tmp/webhook_outbox_pgtest}
 mkdir -p "$PGTEST_DATA"
 [ "$(id -u)" = 0 ] && chown postgres "$PGTEST_DATA"
@@ -16,6 +22,6 @@ else
     cargo pgrx test pg15
 fi
 
-# 2. Integration tests: the release build, installed, under real clusters.
+# 3. Integration tests: the release build, installed, under real clusters.
 install_extension
 (cd pgrx-tests && cargo test --release -- --test-threads=2)
