@@ -35,7 +35,7 @@ COMMENT ON TABLE backfill_errors IS
 COMMENT ON FUNCTION backfill(text, bigint, boolean, integer, integer) IS
 'Queue historical events from NDJSON text, one JSON object per line with event_id, event_type, request_id, schema_version and actor.user_id '
 '(the whole object is the payload, actor.user_id the subject_id). endpoint_id NULL fans out to the enabled endpoints subscribed to '
-'each event_type, as emit() does (endpoints as they are when the call starts: changes to endpoints wait for the caller''s commit). processed = non-blank lines = created + duplicates + failed: '
+'each event_type, as emit() does (endpoints as they are when each chunk of 5,000 lines is written). processed = non-blank lines = created + duplicates + failed: '
 'created counts events that got at least one new delivery, enqueued the delivery rows written (one per event and endpoint), duplicates '
 'the events already in the outbox for every target endpoint or repeated in the input, failed the lines rejected (bad JSON, missing '
 'field, over max_payload_bytes, no subscribed endpoint), each reported by NOTICE (the first 100) and in backfill_errors. mode shadow '

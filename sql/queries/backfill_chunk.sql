@@ -4,9 +4,12 @@
 -- $2..$5: the events (distinct ids); $6: max_attempts override. Returns, per
 -- event (1-based in the chunk): how many endpoints it goes to, how many of
 -- its deliveries are new, and why it was refused; and, on every row, the
--- deliveries the insert created (0 in a dry run). The caller holds a SHARE
--- lock on endpoints, so routing cannot change between the count and the
--- insert.
+-- deliveries the insert created (0 in a dry run). The counts are taken
+-- under this statement's snapshot, the insert under its own: an endpoint
+-- created, enabled or disabled in between, or the same event inserted by
+-- another session, can make them differ from what the insert did (the
+-- deliveries themselves are right; no lock is taken on endpoints, which
+-- would deadlock with a transaction that creates one and backfills).
 WITH events AS (
     SELECT u.event_no::integer AS event_no, u.event_id, u.event_type, u.payload, u.subject_id,
            webhook_outbox._payload_refusal(u.payload, false) AS refusal

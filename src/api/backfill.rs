@@ -299,16 +299,6 @@ fn backfill(
         ));
     }
     let counts = Spi::connect_mut(|client| {
-        // Routing is decided for the whole run, by the endpoints as they are
-        // when it starts: changes to them wait for the caller's commit. The
-        // counts are then those of the rows written.
-        client
-            .update(
-                "LOCK TABLE webhook_outbox.endpoints IN SHARE MODE",
-                None,
-                &[],
-            )
-            .map_err(spi_error)?;
         if let Some(id) = endpoint_id {
             let exists = client
                 .select(
