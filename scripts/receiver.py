@@ -42,6 +42,8 @@ import sys
 import threading
 import time
 
+OUTPUT_LOCK = threading.Lock()
+
 ROUTES = {"/ok": 204, "/fail": 500, "/gone": 410}
 TIMESTAMP_TOLERANCE_S = 5 * 60
 
@@ -98,9 +100,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 problem = verify(key, self.headers, body)
                 signature = "valid" if problem is None else f"INVALID ({problem})"
             extra = f" arrived={arrived:.6f}" if cfg["show_arrival"] else ""
-            print(f"receiver: {time.strftime('%H:%M:%S')} POST {self.path} -> {status} "
-                  f"webhook-id={msg_id} signature={signature}{extra} "
-                  f"body={body.decode(errors='replace')}", flush=True)
+            # One write per line, under a lock: print() writes the newline
+            # apart, and the handler threads' lines would run together.
+            line = (f"receiver: {time.strftime('%H:%M:%S')} POST {self.path} -> {status} "
+                    f"webhook-id={msg_id} signature={signature}{extra} "
+                    f"body={body.decode(errors='replace')}\n")
+            with OUTPUT_LOCK:
+                sys.stdout.write(line)
+                sys.stdout.flush()
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
