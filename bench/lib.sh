@@ -33,10 +33,18 @@ bench_cluster_start() {
 
 bench_cluster_stop() { as_postgres "$BIN/pg_ctl" -D "$1" stop -m fast >/dev/null 2>&1 || true; }
 
-# nginx answering 204 to everything, one worker process, keep-alive without limit.
+# nginx answering 204 to everything, one worker process, keep-alive without
+# limit. TLS=1: HTTPS instead, with a certificate for 127.0.0.1 signed by a
+# throwaway CA ($dir/ca.pem, for webhook_outbox.ca_file).
 nginx_start() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 listen tls=""
     mkdir -p "$dir"
+    listen="listen 127.0.0.1:$port;"
+    if [ "${TLS:-0}" = 1 ]; then
+        tls_certificates "$dir"
+        listen="listen 127.0.0.1:$port ssl;"
+        tls="ssl_certificate $dir/server.pem; ssl_certificate_key $dir/server.key; ssl_session_cache shared:SSL:1m;"
+    fi
     cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;
 pid $dir/nginx.pid;
@@ -48,13 +56,28 @@ http {
     keepalive_timeout 60s;
     client_body_buffer_size 16k;
     server {
-        listen 127.0.0.1:$port;
+        $listen
+        $tls
         location / { return 204; }
     }
 }
 CONF
     nginx_stop "$dir"
     nginx -c "$dir/nginx.conf"
+}
+
+# A CA and a server certificate for 127.0.0.1 (IP SAN), made once per directory.
+tls_certificates() {
+    local dir=$1
+    [ -f "$dir/server.pem" ] && return
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+        -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+    chmod 644 "$dir/ca.pem"
 }
 
 nginx_stop() { [ -f "$1/nginx.pid" ] && kill "$(cat "$1/nginx.pid")" 2>/dev/null; sleep 0.2; true; }

@@ -5,6 +5,9 @@
 #   bench/throughput.sh [N]          (default 50000)
 # DEAD_BACKLOG=M adds a second endpoint whose circuit is open (a dead
 # receiver) holding M rows older than the N: they must cost the drain nothing.
+# TLS=1: the same over HTTPS (HTTP/1.1, keep-alive), nginx with a test CA
+# given to the worker through webhook_outbox.ca_file; the ceiling is wrk over
+# TLS.
 # Needs the release build installed: cargo pgrx install --release --pg-config /usr/bin/pg_config
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,7 +17,14 @@ WORK=${BENCH_DIR:-/tmp/wo-bench}
 PGPORT=55440; HTTPPORT=18204
 mkdir -p "$WORK"
 nginx_start "$WORK/nginx" $HTTPPORT
-bench_cluster_start "$WORK/pg" $PGPORT "webhook_outbox.mode='off'" "webhook_outbox.concurrency=${CONCURRENCY:-16}" "webhook_outbox.batch_size=${BATCH:-500}" "webhook_outbox.workers=${WORKERS:-1}"
+SCHEME=http; CA_CONF=()
+if [ "${TLS:-0}" = 1 ]; then
+    SCHEME=https
+    # The cluster runs as postgres: a copy of the CA it can read.
+    cp "$WORK/nginx/ca.pem" "$WORK/ca.pem"; chmod 644 "$WORK/ca.pem"
+    CA_CONF=("webhook_outbox.ca_file='$WORK/ca.pem'")
+fi
+bench_cluster_start "$WORK/pg" $PGPORT "${CA_CONF[@]}" "webhook_outbox.mode='off'" "webhook_outbox.concurrency=${CONCURRENCY:-16}" "webhook_outbox.batch_size=${BATCH:-500}" "webhook_outbox.workers=${WORKERS:-1}"
 trap 'bench_cluster_stop "$WORK/pg"; nginx_stop "$WORK/nginx"' EXIT
 
 PAYLOAD=$(python3 -c 'import json; print(json.dumps({"type":"order.paid","data":{"order_id":"ord_0000000001","customer":"cus_00000042","amount":1999,"currency":"EUR","items":[{"sku":"SKU-1","qty":1},{"sku":"SKU-2","qty":2}],"note":"x"*120}}, separators=(",",":")))')
@@ -26,11 +36,11 @@ wrk.method = "POST"
 wrk.body = [[$PAYLOAD]]
 wrk.headers["content-type"] = "application/json"
 LUA
-WRK_RATE=$(wrk -t1 -c16 -d5s -s "$WORK/post.lua" "http://127.0.0.1:$HTTPPORT/" | awk '/Requests\/sec/ {print $2}')
+WRK_RATE=$(wrk -t1 -c16 -d5s -s "$WORK/post.lua" "$SCHEME://127.0.0.1:$HTTPPORT/" | awk '/Requests\/sec/ {print $2}')
 echo "wrk ceiling: $WRK_RATE requests/s"
 
 $PSQL <<SQL
-SELECT webhook_outbox.create_endpoint('http://127.0.0.1:$HTTPPORT/hook', 'bench', rate_limit_rps => 0) \gset
+SELECT webhook_outbox.create_endpoint('$SCHEME://127.0.0.1:$HTTPPORT/hook', 'bench', rate_limit_rps => 0) \gset
 INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, max_attempts)
 SELECT 1, 'evt-' || i, 'order.paid', '$PAYLOAD'::jsonb, 5 FROM generate_series(1, $N) i;
 ${DEAD_BACKLOG:+
