@@ -1,5 +1,5 @@
 -- metrics(): the Prometheus text exposition format, built in SQL so that psql,
--- an external exporter and the worker's /metrics listener (src/api/metrics.rs)
+-- an external exporter and the worker's /metrics listener (src/worker/main_loop.rs)
 -- all read the same numbers. Each query below reads one partial index or a
 -- small table; none scans the history of sent deliveries.
 

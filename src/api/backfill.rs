@@ -2,10 +2,11 @@
 //!
 //! Lines are checked by `webhook_outbox_core::backfill` (serde), so a bad
 //! line is reported and skipped instead of failing the run. The accepted
-//! events then go to Postgres a chunk at a time, through the insert path
-//! every event takes (`_insert_events`, sql/enqueue.sql: routing, status,
-//! max_attempts, the payload limit, idempotency); events it refuses or no
-//! endpoint takes are reported like bad lines. Run reports and failed lines
+//! events then go to Postgres a chunk at a time (sql/queries/backfill_chunk.sql):
+//! the payload limit every event passes (`_payload_refusal`), then the
+//! insert path every event takes (`_insert_events`: routing, status,
+//! max_attempts, idempotency); events refused or no endpoint takes are
+//! reported like bad lines. Run reports and failed lines
 //! land in `backfill_runs` / `backfill_errors` (sql/backfill.sql).
 
 use crate::guc::{self, Mode};

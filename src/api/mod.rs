@@ -3,7 +3,6 @@
 mod attempts;
 mod backfill;
 mod endpoints;
-pub mod metrics;
 mod run;
 
 use crate::pg::invalid;

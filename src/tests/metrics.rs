@@ -2,7 +2,7 @@
 //! the exposition format.
 
 use super::one;
-use crate::api::metrics::render_metrics;
+use crate::worker::render_metrics;
 use pgrx::prelude::*;
 
 fn is_name(s: &str) -> bool {

@@ -180,7 +180,7 @@ fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut St
         }
     }
     if let Some(s) = scrape.as_ref().filter(|s| s.wanted()) {
-        match installed_transaction(crate::api::metrics::render_metrics) {
+        match installed_transaction(render_metrics) {
             Ok(Some(Some(text))) => s.publish(text),
             Ok(Some(None)) => {
                 s.publish("# metrics unavailable: webhook_outbox.metrics() returned NULL\n".into())
@@ -192,6 +192,19 @@ fn serve_metrics(scrape: &mut Option<Scrape>, waker: &Waker, last_error: &mut St
             Err(e) => s.publish(format!("# metrics unavailable: {e}\n")),
         }
     }
+}
+
+/// The text of `webhook_outbox.metrics()` (sql/metrics.sql, so that psql, an
+/// exporter and this listener read the same numbers). An ERROR inside is
+/// raised, not returned: call it where errors are caught (the worker's
+/// transactions).
+pub(crate) fn render_metrics(
+    client: &mut pgrx::spi::SpiClient<'_>,
+) -> pgrx::spi::Result<Option<String>> {
+    client
+        .select("SELECT webhook_outbox.metrics()", None, &[])?
+        .first()
+        .get_one::<String>()
 }
 
 /// SIGTERM: claim nothing more, give back what has not started, let running

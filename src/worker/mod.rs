@@ -8,6 +8,9 @@ mod status;
 mod transaction;
 mod wake;
 
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) use main_loop::render_metrics;
+
 use crate::guc;
 use crate::shmem;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
