@@ -35,14 +35,15 @@ bench_cluster_stop() { as_postgres "$BIN/pg_ctl" -D "$1" stop -m fast >/dev/null
 
 # nginx answering 204 to everything, one worker process, keep-alive without
 # limit. TLS=1: HTTPS instead, with a certificate for 127.0.0.1 signed by a
-# throwaway CA ($dir/ca.pem, for webhook_outbox.ca_file).
+# throwaway CA ($dir/ca.pem, for webhook_outbox.ca_file). H2=1: HTTPS that
+# also offers HTTP/2 by ALPN.
 nginx_start() {
     local dir=$1 port=$2 listen tls=""
     mkdir -p "$dir"
     listen="listen 127.0.0.1:$port;"
-    if [ "${TLS:-0}" = 1 ]; then
+    if [ "${TLS:-0}" = 1 ] || [ "${H2:-0}" = 1 ]; then
         tls_certificates "$dir"
-        listen="listen 127.0.0.1:$port ssl;"
+        listen="listen 127.0.0.1:$port ssl$([ "${H2:-0}" = 1 ] && echo ' http2');"
         tls="ssl_certificate $dir/server.pem; ssl_certificate_key $dir/server.key; ssl_session_cache shared:SSL:1m;"
     fi
     cat > "$dir/nginx.conf" <<CONF

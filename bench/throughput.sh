@@ -7,7 +7,10 @@
 # receiver) holding M rows older than the N: they must cost the drain nothing.
 # TLS=1: the same over HTTPS (HTTP/1.1, keep-alive), nginx with a test CA
 # given to the worker through webhook_outbox.ca_file; the ceiling is wrk over
-# TLS.
+# TLS. H2=1: HTTPS with nginx offering HTTP/2 (the worker then sends its
+# requests as streams of one connection); the ceiling is h2load with the same
+# shape (one connection, CONCURRENCY streams), and h2load with 16 connections
+# is shown too.
 # Needs the release build installed: cargo pgrx install --release --pg-config /usr/bin/pg_config
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,7 +21,7 @@ PGPORT=55440; HTTPPORT=18204
 mkdir -p "$WORK"
 nginx_start "$WORK/nginx" $HTTPPORT
 SCHEME=http; CA_CONF=()
-if [ "${TLS:-0}" = 1 ]; then
+if [ "${TLS:-0}" = 1 ] || [ "${H2:-0}" = 1 ]; then
     SCHEME=https
     # The cluster runs as postgres: a copy of the CA it can read.
     cp "$WORK/nginx/ca.pem" "$WORK/ca.pem"; chmod 644 "$WORK/ca.pem"
@@ -36,8 +39,16 @@ wrk.method = "POST"
 wrk.body = [[$PAYLOAD]]
 wrk.headers["content-type"] = "application/json"
 LUA
-WRK_RATE=$(wrk -t1 -c16 -d5s -s "$WORK/post.lua" "$SCHEME://127.0.0.1:$HTTPPORT/" | awk '/Requests\/sec/ {print $2}')
-echo "wrk ceiling: $WRK_RATE requests/s"
+if [ "${H2:-0}" = 1 ]; then
+    printf '%s' "$PAYLOAD" > "$WORK/payload.json"
+    h2rate() { h2load -t1 "$@" -d "$WORK/payload.json" -H 'content-type: application/json' \
+                   "https://127.0.0.1:$HTTPPORT/" | awk '/^finished in/ {print $4}'; }
+    WRK_RATE=$(h2rate -c1 -m"${CONCURRENCY:-16}" -n 200000)
+    echo "h2load ceiling, 1 connection x ${CONCURRENCY:-16} streams: $WRK_RATE requests/s; 16 connections x 16 streams: $(h2rate -c16 -m16 -n 400000) requests/s"
+else
+    WRK_RATE=$(wrk -t1 -c16 -d5s -s "$WORK/post.lua" "$SCHEME://127.0.0.1:$HTTPPORT/" | awk '/Requests\/sec/ {print $2}')
+    echo "wrk ceiling: $WRK_RATE requests/s"
+fi
 
 $PSQL <<SQL
 SELECT webhook_outbox.create_endpoint('$SCHEME://127.0.0.1:$HTTPPORT/hook', 'bench', rate_limit_rps => 0) \gset
@@ -80,7 +91,7 @@ END=$($PSQL -Atc "SELECT extract(epoch FROM max(attempted_at)) FROM webhook_outb
 SECS=$(echo "$END - $START" | bc -l)
 RATE=$(echo "$N / $SECS" | bc -l)
 CPU_US=$(echo "($(cpu_ticks) - $CPU_BEFORE) * 1000000 / $(getconf CLK_TCK) / $N" | bc -l)
-printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (wrk ceiling %s/s); worker CPU %.1f us per delivery; worker private RSS max %s kB, after %s kB\n' \
+printf 'drained %d deliveries in %.2f s: %.0f deliveries/s (ceiling %s/s); worker CPU %.1f us per delivery; worker private RSS max %s kB, after %s kB\n' \
     "$N" "$SECS" "$RATE" "$WRK_RATE" "$CPU_US" "$MAXRSS" "$(rss)"
 $PSQL -c "SELECT status, count(*) FROM webhook_outbox.deliveries GROUP BY status" \
       -c "SELECT count(*) AS attempts, count(DISTINCT delivery_id) AS deliveries FROM webhook_outbox.attempts"

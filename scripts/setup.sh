@@ -6,7 +6,7 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-PACKAGES="postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo nginx wrk bc python3 ca-certificates"
+PACKAGES="postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo nginx wrk nghttp2-client bc python3 ca-certificates"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -49,6 +49,7 @@ static RATE_LIMIT_RPS: GucSetting<f64> = GucSetting::<f64>::new(10.0);
 static USER_AGENT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"webhook_outbox/0.1"));
 static ALLOWED_CIDRS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static HTTP2: GucSetting<bool> = GucSetting::<bool>::new(true);
 static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
@@ -247,6 +248,14 @@ pub fn init(preloading: bool) {
         GucContext::Suset,
         GucFlags::SUPERUSER_ONLY,
     );
+    GucRegistry::define_bool_guc(
+        c"webhook_outbox.http2",
+        c"Offer HTTP/2 to https receivers by ALPN (HTTP/1.1 only when off).",
+        c"",
+        &HTTP2,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"webhook_outbox.ca_file",
         c"PEM file of extra CA certificates trusted for https endpoints.",
@@ -336,6 +345,7 @@ pub fn http_config() -> Result<webhook_outbox_core::delivery::HttpConfig, String
         allowed_cidrs: webhook_outbox_core::delivery::parse_cidrs(&string(&ALLOWED_CIDRS))
             .map_err(|e| format!("webhook_outbox.allowed_cidrs: {e}"))?,
         allow_http: ALLOW_HTTP.get(),
+        http2: HTTP2.get(),
         max_connections: CONCURRENCY.get() as usize * 2,
     })
 }

@@ -421,6 +421,7 @@ mod tests {
             ca_file: None,
             allowed_cidrs: parse_cidrs("127.0.0.0/8").expect("test CIDRs"),
             allow_http: true,
+            http2: true,
             max_connections: 8,
         })
         .expect("client")

@@ -9,6 +9,7 @@
 //! measured figures.
 
 mod cluster;
+mod nginx;
 pub mod outbox;
 mod receiver;
 mod tls;
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use cluster::{Cluster, BACKOFF_BASE, CIRCUIT_OPEN, HTTP_TIMEOUT, LEASE};
+pub use nginx::{Logged, Nginx};
 pub use receiver::{Receiver, Reply, Request};
 pub use tls::{ServerCert, TestCa};
 

@@ -36,6 +36,17 @@ impl TestCa {
         self.dir.path().join("ca.pem")
     }
 
+    /// A certificate for `localhost` and 127.0.0.1 issued by this CA, and its
+    /// key, written as PEM files into `dir` (for nginx): (certificate, key).
+    pub fn server_cert_files(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let key = new_key();
+        let cert = server_params().signed_by(&key, &self.issuer).expect("server certificate");
+        let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write server certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write server key");
+        (cert_path, key_path)
+    }
+
     /// A certificate for `localhost` and 127.0.0.1 issued by this CA.
     pub fn server_cert(&self) -> ServerCert {
         let key = new_key();

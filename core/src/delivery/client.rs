@@ -3,14 +3,14 @@
 //!
 //! [`Client::send`] is a future: the engine runs every request in flight on
 //! one tokio thread, so a request costs a few system calls on a ready socket
-//! instead of a blocking thread's sleep and wake-up. Connections are HTTP/1.1
-//! (hyper), kept alive in a pool per scheme, host and port; one [`Client`] is
+//! instead of a blocking thread's sleep and wake-up. Connections are HTTP/2
+//! where the receiver offers it by ALPN, else HTTP/1.1 (hyper), kept alive in
+//! a pool per scheme, host and port (see `connect`); one [`Client`] is
 //! shared by all requests; rebuild it when [`HttpConfig`] changes. `send` never
 //! panics and never follows a redirect. Every address connected to has passed
 //! the SSRF guard, and the connection goes to exactly that address: no second
 //! lookup can swap in one that was not checked (DNS rebinding).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::sync::Mutex;
@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use tokio_rustls::TlsConnector;
 
-use super::connect::{DnsCache, PoolKey, Sender};
+use super::connect::{DnsCache, Pool, PoolKey, Sender};
 use super::headers::{is_reserved, truncate};
 use super::policy::{validate_url, Cidr, Refusal, TargetUrl};
 use super::retry_after::parse_retry_after;
@@ -59,6 +59,8 @@ pub struct HttpConfig {
     /// Networks the SSRF guard lets through (`webhook_outbox.allowed_cidrs`).
     pub allowed_cidrs: Vec<Cidr>,
     pub allow_http: bool,
+    /// Offer `h2` by ALPN to https receivers; HTTP/1.1 only when false.
+    pub http2: bool,
     /// Idle keep-alive connections kept per host; size it to the number of
     /// requests in flight.
     pub max_connections: usize,
@@ -124,7 +126,7 @@ pub struct Client {
     pub(super) connect_timeout: Duration,
     user_agent: Option<HeaderValue>,
     pub(super) max_idle_per_host: usize,
-    pub(super) idle: Mutex<HashMap<PoolKey, Vec<Sender>>>,
+    pub(super) pool: Mutex<Pool>,
     pub(super) dns: Mutex<DnsCache>,
 }
 
@@ -157,7 +159,7 @@ impl Client {
                 )
             })?),
         };
-        let tls = tls::connector(cfg.ca_file.as_deref().filter(|p| !p.is_empty()))?;
+        let tls = tls::connector(cfg.ca_file.as_deref().filter(|p| !p.is_empty()), cfg.http2)?;
         Ok(Client {
             tls,
             allowed: cfg.allowed_cidrs.clone(),
@@ -166,7 +168,7 @@ impl Client {
             connect_timeout: cfg.connect_timeout,
             user_agent,
             max_idle_per_host: cfg.max_connections.max(1),
-            idle: Mutex::default(),
+            pool: Mutex::default(),
             dns: Mutex::default(),
         })
     }
@@ -200,20 +202,24 @@ impl Client {
         // A pooled connection the server closed meanwhile fails before any
         // response: that request goes again, once, on a new connection.
         let response = match self.checkout(&key) {
-            Some(mut sender) => match sender.send_request(self.build(target, req)?).await {
-                // Built again rather than cloned up front: the retry is rare, a
-                // clone of every request's headers would not be.
-                Err(e) if e.is_canceled() || e.is_incomplete_message() || sender.is_closed() => {
-                    let mut fresh = self.connect(target).await?;
-                    let response = fresh.send_request(self.build(target, req)?).await;
-                    response.map(|r| (r, fresh))
+            Some(mut sender) => {
+                match sender.send_request(self.build(target, req, &sender)?).await {
+                    // Built again rather than cloned up front: the retry is rare, a
+                    // clone of every request's headers would not be.
+                    Err(e)
+                        if e.is_canceled() || e.is_incomplete_message() || sender.is_closed() =>
+                    {
+                        let mut fresh = self.open(target, &key).await?;
+                        let response = fresh.send_request(self.build(target, req, &fresh)?).await;
+                        response.map(|r| (r, fresh))
+                    }
+                    other => other.map(|r| (r, sender)),
                 }
-                other => other.map(|r| (r, sender)),
-            },
+            }
             None => {
-                let mut sender = self.connect(target).await?;
+                let mut sender = self.open(target, &key).await?;
                 sender
-                    .send_request(self.build(target, req)?)
+                    .send_request(self.build(target, req, &sender)?)
                     .await
                     .map(|r| (r, sender))
             }
@@ -264,11 +270,14 @@ impl Client {
         })
     }
 
-    /// The signed request, in origin form with the Host header as written.
+    /// The signed request: for HTTP/1.1 in origin form with the Host header as
+    /// written; for HTTP/2 with the whole URL, which becomes the `:scheme`,
+    /// `:authority` and `:path` pseudo-headers (Host is not sent there).
     fn build(
         &self,
         target: &TargetUrl,
         req: &Request,
+        sender: &Sender,
     ) -> Result<http::Request<Full<Bytes>>, SendError> {
         let body = Bytes::from(req.body.clone());
         let signature = sign(&req.signing_key, &req.webhook_id, req.timestamp, &body);
@@ -283,10 +292,13 @@ impl Client {
             .map(|p| p.as_str())
             .unwrap_or("/");
         let invalid = |e: http::Error| SendError::InvalidRequest(e.to_string());
-        let mut builder = http::Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(HOST, authority)
+        let mut builder = http::Request::builder().method(Method::POST);
+        builder = if sender.is_http2() {
+            builder.uri(target.uri.clone())
+        } else {
+            builder.uri(path).header(HOST, authority)
+        };
+        let mut builder = builder
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(WEBHOOK_ID, req.webhook_id.as_str())
             .header(WEBHOOK_TIMESTAMP, req.timestamp)
@@ -424,6 +436,7 @@ pub(super) mod tests {
             ca_file: None,
             allowed_cidrs: parse_cidrs(allowed).expect("test CIDRs"),
             allow_http: true,
+            http2: true,
             max_connections: 8,
         }
     }

@@ -1,6 +1,13 @@
-//! New connections and the idle ones kept for reuse: name resolution (with a
-//! short cache), the SSRF check of every address, TCP and TLS, the HTTP/1.1
+//! New connections and the ones kept for reuse: name resolution (with a
+//! short cache), the SSRF check of every address, TCP and TLS, the HTTP
 //! handshake. A connection goes to exactly an address that passed the check.
+//!
+//! HTTPS offers `h2` and `http/1.1` by ALPN. A receiver that picks `h2` gets
+//! one connection per host, shared by every request in flight as concurrent
+//! streams (the dispatcher's per-endpoint limits still say how many); any
+//! other gets HTTP/1.1 connections, one request at a time each, kept idle
+//! between requests. Plain `http` is always HTTP/1.1: a receiver cannot offer
+//! h2 there, and prior knowledge would break every one that does not speak it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -9,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
@@ -26,7 +34,48 @@ const DNS_CACHE_SOFT_LIMIT: usize = 1024;
 
 /// Where a pooled connection goes: scheme, host as written, port.
 pub(super) type PoolKey = (bool, String, u16);
-pub(super) type Sender = SendRequest<Full<Bytes>>;
+
+/// One connection's request side.
+pub(super) enum Sender {
+    /// One request at a time: checked out of the idle pool, checked back in
+    /// once its response was read to the end.
+    Http1(http1::SendRequest<Full<Bytes>>),
+    /// Many at once: stays in the pool, and each request takes a clone.
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    pub(super) async fn send_request(
+        &mut self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.send_request(request).await,
+            Sender::Http2(s) => s.send_request(request).await,
+        }
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    pub(super) fn is_http2(&self) -> bool {
+        matches!(self, Sender::Http2(_))
+    }
+}
+
+/// Connections kept for the next requests, per [`PoolKey`].
+#[derive(Default)]
+pub(super) struct Pool {
+    idle: HashMap<PoolKey, Vec<http1::SendRequest<Full<Bytes>>>>,
+    shared: HashMap<PoolKey, http2::SendRequest<Full<Bytes>>>,
+    /// Hosts that chose HTTP/2: one request at a time opens their connection
+    /// (see [`Client::open`]).
+    h2_gates: HashMap<PoolKey, Arc<tokio::sync::Mutex<()>>>,
+}
 
 /// Host name → when it was resolved, and to what.
 pub(super) type DnsCache = HashMap<Box<str>, (Instant, Arc<[IpAddr]>)>;
@@ -37,26 +86,78 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Client {
+    /// The host's HTTP/2 connection, shared, or an idle HTTP/1.1 one.
     pub(super) fn checkout(&self, key: &PoolKey) -> Option<Sender> {
-        let mut idle = lock(&self.idle);
-        let senders = idle.get_mut(key)?;
+        let mut pool = lock(&self.pool);
+        if let Some(shared) = pool.shared.get(key) {
+            if !shared.is_closed() {
+                return Some(Sender::Http2(shared.clone()));
+            }
+            pool.shared.remove(key);
+        }
+        let senders = pool.idle.get_mut(key)?;
         while let Some(sender) = senders.pop() {
             if sender.is_ready() {
-                return Some(sender);
+                return Some(Sender::Http1(sender));
             }
         }
         None
     }
 
+    /// Keeps a connection for the next requests: an HTTP/1.1 one whose
+    /// response was read to its end, or a new HTTP/2 one as soon as it is
+    /// made, so that the requests that follow share it.
     pub(super) fn checkin(&self, key: PoolKey, sender: Sender) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = lock(&self.idle);
-        let senders = idle.entry(key).or_default();
-        if senders.len() < self.max_idle_per_host {
-            senders.push(sender);
+        let mut pool = lock(&self.pool);
+        match sender {
+            Sender::Http1(sender) => {
+                let senders = pool.idle.entry(key).or_default();
+                if senders.len() < self.max_idle_per_host {
+                    senders.push(sender);
+                }
+            }
+            // Requests that started before it was made opened their own; the
+            // first one made stays, and the others close when their requests end.
+            Sender::Http2(sender) => {
+                pool.h2_gates.entry(key.clone()).or_default();
+                let kept = pool.shared.entry(key).or_insert_with(|| sender.clone());
+                if kept.is_closed() {
+                    *kept = sender;
+                }
+            }
         }
+    }
+
+    /// A new connection for a request that found none to use. An HTTP/2 one
+    /// goes into the pool at once, for the requests that start while this
+    /// one runs. To a host known to speak HTTP/2, the requests that find its
+    /// connection gone (closed by the server after its request limit, say)
+    /// wait for the first of them to open the next one, and share it, rather
+    /// than each opening its own.
+    pub(super) async fn open(
+        &self,
+        target: &TargetUrl,
+        key: &PoolKey,
+    ) -> Result<Sender, SendError> {
+        let gate = lock(&self.pool).h2_gates.get(key).cloned();
+        let _turn = match &gate {
+            Some(gate) => {
+                let turn = gate.lock().await;
+                if let Some(sender) = self.checkout(key) {
+                    return Ok(sender);
+                }
+                Some(turn)
+            }
+            None => None,
+        };
+        let sender = self.connect(target).await?;
+        if let Sender::Http2(shared) = &sender {
+            self.checkin(key.clone(), Sender::Http2(shared.clone()));
+        }
+        Ok(sender)
     }
 
     /// A new connection to the first checked address that answers.
@@ -81,9 +182,10 @@ impl Client {
                 let name = ServerName::try_from(target.host.clone())
                     .map_err(|e| SendError::InvalidRequest(format!("tls server name: {e}")))?;
                 let tls = self.tls.connect(name, tcp).await.map_err(SendError::Tls)?;
-                handshake(TokioIo::new(tls)).await
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                handshake(TokioIo::new(tls), h2).await
             } else {
-                handshake(TokioIo::new(tcp)).await
+                handshake(TokioIo::new(tcp), false).await
             };
         }
         Err(last)
@@ -142,17 +244,22 @@ impl Client {
     }
 }
 
-/// HTTP/1.1 over a fresh connection; the connection's task runs on the
-/// current runtime until either side closes it.
-async fn handshake<T>(io: T) -> Result<Sender, SendError>
+/// HTTP/2 (when ALPN chose it) or HTTP/1.1 over a fresh connection; the
+/// connection's task runs on the current runtime until either side closes it.
+async fn handshake<T>(io: T, h2: bool) -> Result<Sender, SendError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(SendError::Http)?;
+    if h2 {
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(SendError::Http)?;
+        tokio::spawn(connection);
+        return Ok(Sender::Http2(sender));
+    }
+    let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
     tokio::spawn(connection);
-    Ok(sender)
+    Ok(Sender::Http1(sender))
 }
 
 #[cfg(test)]

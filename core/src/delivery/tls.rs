@@ -8,15 +8,18 @@ use rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsConnector;
 
 /// The client side of every TLS connection: the roots of [`root_certs`], safe
-/// default protocol versions, HTTP/1.1 by ALPN.
-pub(super) fn connector(ca_file: Option<&str>) -> Result<TlsConnector, String> {
+/// default protocol versions, HTTP/2 (when `http2`) and HTTP/1.1 by ALPN.
+pub(super) fn connector(ca_file: Option<&str>, http2: bool) -> Result<TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?
         .with_root_certificates(root_certs(ca_file)?)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls.alpn_protocols = match http2 {
+        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        false => vec![b"http/1.1".to_vec()],
+    };
     Ok(TlsConnector::from(Arc::new(tls)))
 }
 
