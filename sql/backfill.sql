@@ -1,5 +1,6 @@
 -- Backfill: the run reports and failed lines of backfill(), which reads NDJSON
--- in Rust (src/api/backfill.rs) and inserts through _insert_events (enqueue.sql).
+-- in Rust (src/api/backfill.rs) and inserts each event as emit() and enqueue()
+-- do (src/api/events.rs).
 
 CREATE TABLE backfill_runs (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -327,6 +327,9 @@ pub fn lease_ms() -> i64 {
     let floor = HTTP_TIMEOUT_MS.get() as i64 + 2 * SETTLE_MARGIN.as_millis() as i64;
     (LEASE_MS.get() as i64).max(floor)
 }
+pub fn max_payload_bytes() -> i32 {
+    MAX_PAYLOAD_BYTES.get()
+}
 pub fn rate_limit_rps() -> f64 {
     RATE_LIMIT_RPS.get()
 }

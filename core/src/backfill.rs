@@ -28,9 +28,9 @@ pub struct Event<'a> {
 }
 
 /// Check one line: a JSON object with the required fields, that jsonb can
-/// store. Its size is checked where every event's is, by the insert path in
-/// SQL (`_payload_refusal`): the limit applies to the payload as stored and
-/// sent, not to the line as written.
+/// store. Its size is checked where every event's is, by the extension's
+/// insert path (`payload_refusal`): the limit applies to the payload as
+/// stored and sent, not to the line as written.
 pub fn parse_line(line_no: i32, line: &str) -> Result<Event<'_>, String> {
     let line = line.trim();
     // serde would also read a JSON array into the struct, field by position.

@@ -171,6 +171,14 @@ fn twins_in_public_never_run_as_superuser() {
         .expect("cleanup_in_batches");
     outbox::enqueue(&mut db, fast.id, &json!({"n": 2}));
     op.query_one("SELECT webhook_outbox.run_once()", &[]).expect("run_once");
+    // emit and enqueue fix no search_path (they run in application triggers):
+    // their one statement is qualified. Their plan is made here, in this session.
+    op.query_one("SELECT webhook_outbox.emit('test.event', '{\"n\": 3}', subject_id => 'user-1')", &[]).expect("emit");
+    for _ in 0..2 {
+        // The second call finds the delivery the first created.
+        op.query_one("SELECT webhook_outbox.enqueue($1, 'test.event', '{\"n\": 4}', 'evt-op')", &[&fast.id])
+            .expect("enqueue");
+    }
     op.query("SELECT webhook_outbox.metrics()", &[]).expect("metrics");
     op.query("SELECT * FROM webhook_outbox.v_webhook_health_dashboard", &[]).expect("dashboard");
 

@@ -2,13 +2,15 @@
 //!
 //! Lines are checked by `webhook_outbox_core::backfill` (serde), so a bad
 //! line is reported and skipped instead of failing the run. The accepted
-//! events then go to Postgres a chunk at a time (sql/queries/backfill_chunk.sql):
-//! the payload limit every event passes (`_payload_refusal`), then the
-//! insert path every event takes (`_insert_events`: routing, status,
-//! max_attempts, idempotency); events refused or no endpoint takes are
+//! events then go to Postgres a chunk at a time (sql/queries/backfill_chunk.sql,
+//! which parses their payloads and counts their routes), and each is written
+//! by the insert every event takes (`events::insert_event`: routing, status,
+//! max_attempts, idempotency) once it passed the payload limit
+//! (`events::payload_refusal`); events refused or no endpoint takes are
 //! reported like bad lines. Run reports and failed lines
 //! land in `backfill_runs` / `backfill_errors` (sql/backfill.sql).
 
+use super::events::{insert_event, new_status, payload_refusal, Jsonb, NewEvent};
 use crate::guc::{self, Mode};
 use crate::pg::{error, invalid, not_null, spi_error};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -51,6 +53,8 @@ struct Run {
     endpoint_id: Option<i64>,
     max_attempts: Option<i32>,
     dry_run: bool,
+    /// The status of the deliveries written; `None` in a dry run.
+    status: Option<&'static str>,
     counts: Counts,
     /// Ids of events queued, found in the outbox, or in the chunk being built.
     seen: HashSet<String>,
@@ -134,39 +138,54 @@ impl Run {
                         column(|e| &e.event_id).into(),
                         column(|e| &e.event_type).into(),
                         column(|e| e.payload).into(),
-                        column(|e| &e.subject_id).into(),
                         self.max_attempts.into(),
                         self.dry_run.into(),
                     ],
                 )
                 .map_err(spi_error)?;
-            let mut would_create = 0;
-            let mut inserted = 0;
             for row in rows {
                 let event_no: i32 = row.get(1).map_err(spi_error)?.unwrap_or_default();
-                let routes: i64 = row.get(2).map_err(spi_error)?.unwrap_or_default();
-                let new: i64 = row.get(3).map_err(spi_error)?.unwrap_or_default();
-                let refusal: Option<String> = row.get(4).map_err(spi_error)?;
-                inserted = row.get::<i32>(5).map_err(spi_error)?.unwrap_or_default();
-                let Some(e) = usize::try_from(event_no - 1)
-                    .ok()
-                    .and_then(|i| chunk.get(i))
-                else {
+                let payload: Option<Jsonb> = row.get(2).map_err(spi_error)?;
+                let routes: i64 = row.get(3).map_err(spi_error)?.unwrap_or_default();
+                let would_create: i64 = row.get(4).map_err(spi_error)?.unwrap_or_default();
+                let (Some(e), Some(payload)) = (
+                    usize::try_from(event_no - 1)
+                        .ok()
+                        .and_then(|i| chunk.get(i)),
+                    payload,
+                ) else {
                     continue;
                 };
+                let refusal = payload_refusal(payload.text_len());
                 let reason = match (refusal, routes) {
                     (Some(reason), _) => reason,
                     (None, 0) => format!(
                         "no enabled endpoint subscribes to event_type '{}'",
                         e.event_type
                     ),
-                    (None, _) if new > 0 => {
-                        self.counts.created += 1;
-                        would_create += new;
-                        continue;
-                    }
                     (None, _) => {
-                        self.counts.duplicates += 1;
+                        let created = match self.status {
+                            // A dry run: what the insert would create.
+                            None => would_create,
+                            Some(status) => {
+                                let event = NewEvent {
+                                    endpoint: self.endpoint_id,
+                                    event_id: &e.event_id,
+                                    event_type: &e.event_type,
+                                    payload,
+                                    subject_id: Some(&e.subject_id),
+                                    flag: None,
+                                    max_attempts: self.max_attempts,
+                                };
+                                insert_event(&event, status)?.0 as i64
+                            }
+                        };
+                        if created > 0 {
+                            self.counts.created += 1;
+                            self.counts.enqueued += created;
+                        } else {
+                            self.counts.duplicates += 1;
+                        }
                         continue;
                     }
                 };
@@ -178,12 +197,6 @@ impl Run {
                     line: e.payload,
                 });
             }
-            // The rows the insert wrote; a dry run, those it would write.
-            self.counts.enqueued += if self.dry_run {
-                would_create
-            } else {
-                i64::from(inserted)
-            };
             chunk.clear();
         }
         self.in_chunk.clear();
@@ -331,6 +344,7 @@ fn backfill(
             endpoint_id,
             max_attempts,
             dry_run,
+            status: if dry_run { None } else { new_status(mode) },
             counts: Counts::default(),
             seen: HashSet::new(),
             in_chunk: HashSet::new(),

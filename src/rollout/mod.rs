@@ -5,6 +5,8 @@
 
 mod cache;
 
+pub(crate) use cache::decision;
+
 use pgrx::prelude::*;
 use webhook_outbox_core::bucket;
 

@@ -20,13 +20,7 @@ extension_sql_file!("../../sql/time.sql", name = "time", requires = ["schema"]);
 extension_sql_file!(
     "../../sql/enqueue.sql",
     name = "enqueue",
-    requires = [
-        "schema",
-        _setting,
-        _check_event_key,
-        _wake_at_commit,
-        "rollout"
-    ]
+    requires = ["schema", _setting, emit, enqueue, _wake_trigger]
 );
 extension_sql_file!(
     "../../sql/claim.sql",

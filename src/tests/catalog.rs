@@ -196,17 +196,18 @@ fn catalog_null_arguments_never_give_an_internal_error() {
     assert_eq!(internal, None, "internal errors on NULL arguments");
 }
 
-/// Every SECURITY DEFINER function fixes its search_path (but the two flag
-/// lookups meant for per-row use, whose one query is fully qualified, see
-/// src/rollout), and every fixed search_path puts pg_catalog first: no other
-/// schema can supply an operator or function that pg_catalog also has.
+/// Every SECURITY DEFINER function fixes its search_path, but those meant
+/// for per-row use (the two flag lookups, and emit and enqueue, called from
+/// application triggers), whose statements are fully qualified (src/rollout,
+/// src/api/events.rs); and every fixed search_path puts pg_catalog first: no
+/// other schema can supply an operator or function that pg_catalog also has.
 #[pg_test(schema = "tests")]
 fn catalog_search_paths_list_pg_catalog_first() {
     let unpinned = maybe::<String>(
         "SELECT string_agg(p.oid::regprocedure::text, ', ')
          FROM pg_proc p
          WHERE p.pronamespace = 'webhook_outbox'::regnamespace AND p.prosecdef
-           AND p.proname NOT IN ('should_emit_event', 'rollout_decision')
+           AND p.proname NOT IN ('should_emit_event', 'rollout_decision', 'emit', 'enqueue')
            AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')",
     );
     assert_eq!(unpinned, None, "SECURITY DEFINER without a search_path");

@@ -24,7 +24,12 @@ pub fn wake_at_commit() {
     register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_REGISTERED.set(false));
 }
 
-#[pg_extern(volatile, parallel_unsafe)]
-fn _wake_at_commit() {
-    wake_at_commit()
+/// The statement trigger on `deliveries` (sql/enqueue.sql): a C function, as
+/// it fires for every statement that queues deliveries (each `emit`).
+#[pg_trigger]
+fn _wake_trigger<'a>(
+    _trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    wake_at_commit();
+    Ok(None)
 }

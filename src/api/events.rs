@@ -1,0 +1,373 @@
+//! Putting events into the outbox: `emit` (to every subscribed endpoint) and
+//! `enqueue` (to one), and the path they share with `backfill`: every event
+//! passes [`check_event`] and is written by [`insert_event`], in the caller's
+//! transaction, so that an event exists iff that transaction commits.
+//!
+//! In Rust, not PL/pgSQL: applications call `emit` from triggers on their
+//! busiest tables, and each PL/pgSQL layer (a `SET search_path` on entry and
+//! exit, a nested call per check, arrays built for one event) cost more than
+//! the insert itself (BENCHMARKS.md). Both functions are SECURITY DEFINER,
+//! so that callers need no rights on the tables, without a `SET search_path`:
+//! nothing here resolves a name through it (the statement is schema-qualified
+//! throughout, like the worker's: sql/queries/README.md).
+
+use crate::guc::{self, Mode};
+use crate::pg::{error, invalid, not_null};
+use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::nullable::Nullable;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
+};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::cell::Cell;
+use std::ffi::{c_char, CStr};
+use webhook_outbox_core::delivery::check_event_key;
+
+const INSERT: &CStr = match CStr::from_bytes_with_nul(
+    concat!(include_str!("../../sql/queries/insert_event.sql"), "\0").as_bytes(),
+) {
+    Ok(sql) => sql,
+    Err(_) => panic!("insert_event.sql holds a NUL byte"),
+};
+
+/// A `jsonb` argument kept as its datum. pgrx's `JsonB` would print it and
+/// parse the text into a `serde_json::Value`; the insert only passes it on.
+#[derive(Clone, Copy)]
+pub(crate) struct Jsonb(pub(crate) pg_sys::Datum);
+
+impl FromDatum for Jsonb {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Jsonb> {
+        (!is_null).then_some(Jsonb(datum))
+    }
+}
+
+impl IntoDatum for Jsonb {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+unsafe impl<'fcx> ArgAbi<'fcx> for Jsonb {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Jsonb {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Jsonb> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+unsafe impl SqlTranslatable for Jsonb {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Jsonb);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+}
+
+impl Jsonb {
+    /// Bytes of the payload as jsonb prints it: the request body the worker sends.
+    pub(crate) fn text_len(self) -> usize {
+        // SAFETY: a jsonb datum (the argument's type, or a jsonb column); the
+        // printed copy is freed at once, so that a large payload is not held twice.
+        unsafe {
+            let Some(printed) =
+                pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(self.0)])
+            else {
+                return 0;
+            };
+            let text = printed.cast_mut_ptr::<c_char>();
+            let len = CStr::from_ptr(text).to_bytes().len();
+            pg_sys::pfree(text.cast());
+            len
+        }
+    }
+}
+
+/// The payload limit, in one place: why a payload of `size` bytes (its jsonb
+/// text, see [`Jsonb::text_len`]) is refused, or `None` when it fits.
+pub(crate) fn payload_refusal(size: usize) -> Option<String> {
+    let max = usize::try_from(guc::max_payload_bytes()).unwrap_or(0);
+    (size > max).then(|| {
+        format!("payload of {size} bytes exceeds webhook_outbox.max_payload_bytes ({max})")
+    })
+}
+
+/// The checks an event passes before it is routed, whatever the mode or the
+/// rollout flag say. Backfill checks its lines with the same key rule
+/// (`webhook_outbox_core::backfill`) and the same [`payload_refusal`], and
+/// reports a bad line instead of raising.
+fn check_event<'a>(
+    event_type: Option<&'a str>,
+    payload: Option<Jsonb>,
+    event_id: Option<&str>,
+    subject_id: Option<&str>,
+) -> Result<(&'a str, Jsonb), ErrorReport> {
+    let event_type = event_type.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+        invalid(
+            "event_type must not be empty",
+            "Name the event, e.g. 'order.paid'.",
+        )
+    })?;
+    // event_id becomes the webhook-id header: checked here, never later by the worker.
+    let keys = [
+        ("event_type", Some(event_type)),
+        ("event_id", event_id),
+        ("subject_id", subject_id),
+    ];
+    for (field, value) in keys {
+        if let Some(value) = value {
+            check_event_key(field, value).map_err(|e| invalid(e, ""))?;
+        }
+    }
+    let payload = payload
+        .ok_or_else(|| not_null("payload", "Send '{}'::jsonb for an event without data."))?;
+    if let Some(reason) = payload_refusal(payload.text_len()) {
+        return Err(error(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            reason,
+            "Send a reference to the document instead, or raise webhook_outbox.max_payload_bytes.",
+        ));
+    }
+    Ok((event_type, payload))
+}
+
+/// A new event id, for events given without one: a random UUID, as text.
+fn generated_event_id() -> String {
+    // SAFETY: gen_random_uuid takes no arguments and returns a uuid datum.
+    let uuid =
+        unsafe { pgrx::direct_function_call::<pgrx::datum::Uuid>(pg_sys::gen_random_uuid, &[]) };
+    uuid.map(|u| u.to_string()).unwrap_or_default()
+}
+
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+fn emit(
+    event_type: Option<&str>,
+    payload: Option<Jsonb>,
+    event_id: default!(Option<&str>, "NULL"),
+    subject_id: default!(Option<&str>, "NULL"),
+    flag: default!(Option<&str>, "NULL"),
+) -> Result<i32, ErrorReport> {
+    let (event_type, payload) = check_event(event_type, payload, event_id, subject_id)?;
+    let Some(status) = new_status(guc::mode()) else {
+        return Ok(0);
+    };
+    // A NULL subject has no bucket: it passes only a flag at 100% (core/src/bucket.rs).
+    if flag.is_some() && !crate::rollout::decision(flag, subject_id).emit {
+        return Ok(0);
+    }
+    let generated;
+    let event_id = match event_id {
+        Some(id) => id,
+        None => {
+            generated = generated_event_id();
+            &generated
+        }
+    };
+    let event = NewEvent {
+        endpoint: None,
+        event_id,
+        event_type,
+        payload,
+        subject_id,
+        flag,
+        max_attempts: None,
+    };
+    let (created, _) = insert_event(&event, status)?;
+    Ok(i32::try_from(created).unwrap_or(i32::MAX))
+}
+
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+fn enqueue(
+    endpoint_id: Option<i64>,
+    event_type: Option<&str>,
+    payload: Option<Jsonb>,
+    event_id: default!(Option<&str>, "NULL"),
+    subject_id: default!(Option<&str>, "NULL"),
+) -> Result<Option<i64>, ErrorReport> {
+    let endpoint_id = endpoint_id.ok_or_else(|| not_null("endpoint_id", ""))?;
+    let (event_type, payload) = check_event(event_type, payload, event_id, subject_id)?;
+    let Some(status) = new_status(guc::mode()) else {
+        return Ok(None);
+    };
+    let generated;
+    let event_id = match event_id {
+        Some(id) => id,
+        None => {
+            generated = generated_event_id();
+            &generated
+        }
+    };
+    let event = NewEvent {
+        endpoint: Some(endpoint_id),
+        event_id,
+        event_type,
+        payload,
+        subject_id,
+        flag: None,
+        max_attempts: None,
+    };
+    if let (_, Some(id)) = insert_event(&event, status)? {
+        return Ok(Some(id));
+    }
+    // Already queued with this event_id; none: no such endpoint.
+    let existing = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT d.id FROM webhook_outbox.deliveries d
+             WHERE d.endpoint_id OPERATOR(pg_catalog.=) $1 AND d.event_id OPERATOR(pg_catalog.=) $2",
+            None,
+            &[endpoint_id.into(), event_id.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(row) => row.get::<i64>(1),
+            None => Ok(None),
+        }
+    })
+    .map_err(crate::pg::spi_error)?;
+    existing.map(Some).ok_or_else(|| {
+        error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("endpoint {endpoint_id} does not exist"),
+            "Create it with webhook_outbox.create_endpoint(url).",
+        )
+    })
+}
+
+/// One event for [`insert_event`], checked.
+pub(crate) struct NewEvent<'a> {
+    /// The endpoint named (enqueue, backfill to one endpoint); `None` fans
+    /// out to every enabled endpoint subscribed to the type.
+    pub endpoint: Option<i64>,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub payload: Jsonb,
+    pub subject_id: Option<&'a str>,
+    /// The rollout flag `emit` checked, recorded in `flag_key`.
+    pub flag: Option<&'a str>,
+    pub max_attempts: Option<i32>,
+}
+
+/// The status new deliveries get: `shadow` rows are recorded and never sent.
+/// `None` in mode `off`, where nothing is written.
+pub(crate) fn new_status(mode: Mode) -> Option<&'static str> {
+    match mode {
+        Mode::Off => None,
+        Mode::Shadow => Some("shadow"),
+        Mode::On => Some("pending"),
+    }
+}
+
+thread_local! {
+    /// The insert, prepared once per session.
+    static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Writes one event where `_routes()` sends it, with `status` (see
+/// [`new_status`]); returns how many deliveries it created and the id of the
+/// first. A delivery already in the outbox for an endpoint (same event id) is
+/// left as it is.
+pub(crate) fn insert_event(
+    e: &NewEvent<'_>,
+    status: &str,
+) -> Result<(u64, Option<i64>), ErrorReport> {
+    let text = |s: &str| s.into_datum();
+    let args: [Option<pg_sys::Datum>; 8] = [
+        e.endpoint.into_datum(),
+        text(e.event_id),
+        text(e.event_type),
+        Some(e.payload.0),
+        e.subject_id.and_then(text),
+        text(status),
+        e.flag.and_then(text),
+        e.max_attempts.into_datum(),
+    ];
+    let values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|a| a.unwrap_or(pg_sys::Datum::from(0)))
+        .collect();
+    let nulls: Vec<c_char> = args
+        .iter()
+        .map(|a| if a.is_some() { b' ' } else { b'n' } as c_char)
+        .collect();
+    Spi::connect_mut(|_| {
+        // SAFETY: SPI is connected for this closure; the plan is ours, kept
+        // for the session; values and nulls have one entry per parameter.
+        unsafe {
+            let rc = pg_sys::SPI_execute_plan(
+                plan()?,
+                values.as_ptr().cast_mut(),
+                nulls.as_ptr(),
+                false,
+                0,
+            );
+            if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 {
+                return Err(internal(format!(
+                    "insert_event: SPI_execute_plan returned {rc}"
+                )));
+            }
+            let created = pg_sys::SPI_processed;
+            let table = pg_sys::SPI_tuptable;
+            let first = if created > 0 && !table.is_null() {
+                let mut is_null = false;
+                let id = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+                (!is_null).then(|| id.value() as i64)
+            } else {
+                None
+            };
+            Ok((created, first))
+        }
+    })
+}
+
+/// The kept plan of [`INSERT`]: generic, so that it is planned once per
+/// session. With a plan for each call's values, PostgreSQL would plan it
+/// again every time (such a plan, for one event and one endpoint, looks
+/// cheaper than the generic one), and planning costs several times the insert.
+unsafe fn plan() -> Result<pg_sys::SPIPlanPtr, ErrorReport> {
+    let kept = PLAN.get();
+    if !kept.is_null() {
+        return Ok(kept);
+    }
+    let mut types = [
+        pg_sys::INT8OID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::JSONBOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::INT4OID,
+    ];
+    // SAFETY: a NUL-terminated statement and one type per parameter.
+    let plan = unsafe {
+        pg_sys::SPI_prepare_cursor(
+            INSERT.as_ptr(),
+            types.len() as i32,
+            types.as_mut_ptr(),
+            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+        )
+    };
+    if plan.is_null() || unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
+        return Err(internal(
+            "insert_event: cannot prepare the statement".into(),
+        ));
+    }
+    PLAN.set(plan);
+    Ok(plan)
+}
+
+fn internal(message: String) -> ErrorReport {
+    error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, message, "")
+}
