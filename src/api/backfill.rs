@@ -177,7 +177,7 @@ impl Run {
                                     flag: None,
                                     max_attempts: self.max_attempts,
                                 };
-                                insert_event(&event, status)?.0 as i64
+                                insert_event(client, &event, status)?.0 as i64
                             }
                         };
                         if created > 0 {

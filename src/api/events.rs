@@ -20,6 +20,7 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
@@ -185,7 +186,7 @@ fn emit(
         flag,
         max_attempts: None,
     };
-    let (created, _) = insert_event(&event, status)?;
+    let (created, _) = Spi::connect_mut(|spi| insert_event(spi, &event, status))?;
     Ok(i32::try_from(created).unwrap_or(i32::MAX))
 }
 
@@ -219,7 +220,7 @@ fn enqueue(
         flag: None,
         max_attempts: None,
     };
-    if let (_, Some(id)) = insert_event(&event, status)? {
+    if let (_, Some(id)) = Spi::connect_mut(|spi| insert_event(spi, &event, status))? {
         return Ok(Some(id));
     }
     // Already queued with this event_id; none: no such endpoint.
@@ -277,8 +278,10 @@ thread_local! {
 /// Writes one event where `_routes()` sends it, with `status` (see
 /// [`new_status`]); returns how many deliveries it created and the id of the
 /// first. A delivery already in the outbox for an endpoint (same event id) is
-/// left as it is.
+/// left as it is. Runs in the caller's SPI connection (`_spi` proves there
+/// is one): backfill writes thousands of events in one.
 pub(crate) fn insert_event(
+    _spi: &mut SpiClient<'_>,
     e: &NewEvent<'_>,
     status: &str,
 ) -> Result<(u64, Option<i64>), ErrorReport> {
@@ -301,34 +304,36 @@ pub(crate) fn insert_event(
         .iter()
         .map(|a| if a.is_some() { b' ' } else { b'n' } as c_char)
         .collect();
-    Spi::connect_mut(|_| {
-        // SAFETY: SPI is connected for this closure; the plan is ours, kept
-        // for the session; values and nulls have one entry per parameter.
-        unsafe {
-            let rc = pg_sys::SPI_execute_plan(
-                plan()?,
-                values.as_ptr().cast_mut(),
-                nulls.as_ptr(),
-                false,
-                0,
-            );
-            if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 {
-                return Err(internal(format!(
-                    "insert_event: SPI_execute_plan returned {rc}"
-                )));
-            }
-            let created = pg_sys::SPI_processed;
-            let table = pg_sys::SPI_tuptable;
-            let first = if created > 0 && !table.is_null() {
-                let mut is_null = false;
-                let id = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-                (!is_null).then(|| id.value() as i64)
-            } else {
-                None
-            };
-            Ok((created, first))
+    // SAFETY: SPI is connected (`_spi`); the plan is ours, kept for the
+    // session; values and nulls have one entry per parameter.
+    unsafe {
+        let rc = pg_sys::SPI_execute_plan(
+            plan()?,
+            values.as_ptr().cast_mut(),
+            nulls.as_ptr(),
+            false,
+            0,
+        );
+        if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 {
+            return Err(internal(format!(
+                "insert_event: SPI_execute_plan returned {rc}"
+            )));
         }
-    })
+        let created = pg_sys::SPI_processed;
+        let table = pg_sys::SPI_tuptable;
+        if table.is_null() {
+            return Ok((created, None));
+        }
+        let mut first = None;
+        if created > 0 {
+            let mut is_null = false;
+            let id = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+            first = (!is_null).then(|| id.value() as i64);
+        }
+        // Freed now, not when the connection ends: backfill makes thousands.
+        pg_sys::SPI_freetuptable(table);
+        Ok((created, first))
+    }
 }
 
 /// The kept plan of [`INSERT`]: generic, so that it is planned once per
