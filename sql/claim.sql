@@ -49,11 +49,22 @@ COMMENT ON FUNCTION _admits_from(text, timestamptz, timestamptz) IS
 -- Admission is _admits_from(): closed endpoints admit any number of rows, an
 -- endpoint whose circuit admits a probe exactly one (and is marked half_open
 -- until that lease ends).
--- Each admitted endpoint's rows are read from its own range of the due index
--- (endpoint_id, next_attempt_at), so the backlog of an endpoint that may not
--- be sent to now (open circuit, disabled, excluded) is never read: a dead
--- receiver with a million rows waiting costs the others nothing. The oldest
--- rows of all admitted endpoints go first.
+-- The claim never reads the list of endpoints, nor any endpoint's backlog it
+-- may not send to: it walks the endpoints that have rows waiting (a loose
+-- scan of the due index: one descent to the next endpoint id with pending or
+-- retry rows), from a random place, wrapping around, counting the rows due of
+-- those it may send to (up to an eighth of max_rows each, one for a probe),
+-- and stops once it has counted max_rows rows or found max_rows such
+-- endpoints, or after visiting 8 x max_rows (at least 64). Thousands of
+-- endpoints with nothing waiting, and the million rows of a dead receiver,
+-- cost it nothing; the random start spreads the claims over all the
+-- endpoints when more than max_rows have rows due. Among the endpoints found,
+-- each gets an equal share of the batch (one row for a probe), oldest rows
+-- first; what the shares leave goes to the oldest of the other rows. With
+-- few endpoints: the oldest rows of all of them, but none starved by
+-- another's backlog.
+-- Each endpoint's rows are read from its own range of the due index
+-- (endpoint_id, next_attempt_at).
 -- The lease is locked_until and its token alone (a HOT update: see deliveries in
 -- schema.sql), so leased rows stay in the due index and each endpoint's scan
 -- steps over those still held: at most the rows in flight. A lease that ran
@@ -75,40 +86,106 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET jit = off
 AS $$
+DECLARE
+    -- The first endpoint with rows waiting, and where the walk starts: a
+    -- random endpoint id up to the last one with rows waiting.
+    first bigint := (SELECT d.endpoint_id FROM deliveries d
+                     WHERE d.status IN ('pending', 'retry')
+                     ORDER BY d.endpoint_id LIMIT 1);
+    start bigint := floor(random() * (coalesce((
+                        SELECT d.endpoint_id FROM deliveries d
+                        WHERE d.status IN ('pending', 'retry')
+                        ORDER BY d.endpoint_id DESC LIMIT 1), 0) + 1))::bigint;
+    few integer := ceil(max_rows / 8.0);
 BEGIN
+    IF _setting('mode') <> 'on' OR first IS NULL THEN
+        RETURN;
+    END IF;
     -- PL/pgSQL rather than SQL: the plan is cached for the session, and the
     -- worker calls this for every batch.
     RETURN QUERY
-    WITH gate AS (
-        SELECT e.id AS endpoint_id, h.circuit_state <> 'closed' AS probing
-        FROM endpoints e
-        JOIN health_metrics h ON h.webhook_id = e.id
-        WHERE e.enabled
-          AND _setting('mode') = 'on'
-          AND NOT e.id = ANY (_claim.exclude)
-          AND _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until) <= now()
+    WITH RECURSIVE walk (endpoint_id, wrapped, visited, found, due, rows) AS (
+        -- Not an endpoint: where the first step starts from.
+        SELECT start - 1, false, 0, 0, 0::bigint, 0::bigint
+        UNION ALL
+        SELECT n.id, n.wrapped, w.visited + 1, w.found + (a.due > 0)::integer, a.due, w.rows + a.due
+        FROM walk w
+        CROSS JOIN LATERAL (
+            -- The next endpoint with rows waiting; after the last, the first.
+            SELECT coalesce(x.id, first) AS id, w.wrapped OR x.id IS NULL AS wrapped
+            FROM (SELECT (SELECT d.endpoint_id FROM deliveries d
+                          WHERE d.status IN ('pending', 'retry') AND d.endpoint_id > w.endpoint_id
+                          ORDER BY d.endpoint_id LIMIT 1) AS id
+                  -- Computed once per step: pulled up into the step, each
+                  -- use of the id would run the index descent again.
+                  OFFSET 0) x
+            OFFSET 0
+        ) n
+        CROSS JOIN LATERAL (
+            -- How many of its rows count towards the batch: those due, up
+            -- to an eighth of the batch (so that a batch is shared by at
+            -- least eight endpoints when they exist), one for a probe, none
+            -- unless it is enabled, not excluded and admitted by its circuit
+            -- (looked at only when it has a row due).
+            SELECT CASE WHEN c.n = 0 THEN 0
+                        ELSE coalesce((
+                            SELECT CASE WHEN h.circuit_state = 'closed' THEN c.n ELSE 1 END
+                            FROM endpoints e
+                            JOIN health_metrics h ON h.webhook_id = e.id
+                            WHERE e.id = n.id
+                              AND e.enabled
+                              AND NOT e.id = ANY (_claim.exclude)
+                              AND _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until) <= now()), 0)
+                   END AS due
+            FROM (SELECT count(*) AS n
+                  FROM (SELECT FROM _claimable c WHERE c.endpoint_id = n.id LIMIT few) r
+                  OFFSET 0) c
+            OFFSET 0
+        ) a
+        -- Enough rows found, or enough endpoints for a share of one each.
+        WHERE w.rows < _claim.max_rows
+          AND w.found < _claim.max_rows
+          AND w.visited < greatest(64, 8 * _claim.max_rows)
+          -- Once around: back at (or past) where the walk began.
+          AND NOT (n.wrapped AND n.id >= start)
+    ), gate AS (
+        SELECT w.endpoint_id, h.circuit_state <> 'closed' AS probing
+        FROM walk w
+        JOIN health_metrics h ON h.webhook_id = w.endpoint_id
+        WHERE w.due > 0
+    ), share AS (
+        -- An equal share for each; with one endpoint, the whole batch (read once, below).
+        SELECT count(*) AS endpoints, greatest(1, ceil(_claim.max_rows::numeric / greatest(count(*), 1)))::integer AS n
+        FROM gate
+    ), picked AS (
+        -- By a look without locks: first the rows within each endpoint's
+        -- share, oldest first, then, to fill the batch, the oldest of the
+        -- rest (read only when few endpoints share the batch, so that this
+        -- reads at most 8 x max_rows rows). Not needed with one endpoint,
+        -- which takes up to max_rows.
+        SELECT c.endpoint_id
+        FROM gate g
+        CROSS JOIN share s
+        CROSS JOIN LATERAL (
+            SELECT g.endpoint_id, d.next_attempt_at AS at,
+                   row_number() OVER (ORDER BY d.next_attempt_at) > s.n AS extra
+            FROM _claimable d
+            WHERE d.endpoint_id = g.endpoint_id AND s.endpoints > 1
+            ORDER BY d.next_attempt_at
+            LIMIT CASE WHEN g.probing THEN 1 WHEN s.endpoints <= 8 THEN _claim.max_rows ELSE s.n END
+        ) c
+        ORDER BY c.extra, c.at
+        LIMIT _claim.max_rows
     ), quota AS (
-        -- Each endpoint's share of the batch: one row for a probe; with one
-        -- endpoint admitted, the whole batch; with several, its rows among the
-        -- oldest max_rows of all of them, found by a look without locks at up
-        -- to max_rows rows of each (evaluated only then).
         SELECT g.endpoint_id, g.probing,
                CASE WHEN g.probing THEN 1
-                    WHEN (SELECT count(*) FROM gate) = 1 THEN _claim.max_rows
-                    ELSE cardinality(array_positions(ARRAY(
-                             SELECT c.endpoint_id
-                             FROM gate o
-                             CROSS JOIN LATERAL (
-                                 SELECT o.endpoint_id, d.next_attempt_at AS at
-                                 FROM _claimable d
-                                 WHERE d.endpoint_id = o.endpoint_id
-                                 ORDER BY d.next_attempt_at
-                                 LIMIT CASE WHEN o.probing THEN 1 ELSE _claim.max_rows END
-                             ) c
-                             ORDER BY c.at
-                             LIMIT _claim.max_rows), g.endpoint_id))
+                    WHEN s.endpoints = 1 THEN _claim.max_rows
+                    ELSE coalesce(p.n, 0)
                END AS n
         FROM gate g
+        CROSS JOIN share s
+        LEFT JOIN (SELECT endpoint_id, count(*)::integer AS n FROM picked GROUP BY endpoint_id) p
+               ON p.endpoint_id = g.endpoint_id
     ), chosen AS (
         -- The share, locked. Only now: rows left over are not locked for
         -- nothing, and a row another claim holds is skipped for the next one,
@@ -146,10 +223,17 @@ COMMENT ON FUNCTION _claim(integer, interval, bigint[]) IS 'Internal: the claim 
 
 -- When _claim would next find something: each enabled endpoint's earliest due
 -- row, not before its circuit admits a request (_admits_from), read from the
--- endpoint's own range of the due index. The worker sleeps until then, so a
--- dead endpoint's backlog does not keep it awake. Rows under a live lease are
--- left out: their worker settles them, and a lease a dead worker left behind
--- is found by the claim within a poll interval.
+-- endpoint's own range of the due index. The endpoints are walked as the
+-- claim walks them, from a random place: those with nothing waiting cost
+-- nothing, and a disabled or dead endpoint one step, whatever its backlog. At
+-- most 2,000 are visited: with more endpoints waiting, the answer is the
+-- earliest among those, and the worker, which sleeps until then or for
+-- webhook_outbox.poll_interval, whichever is shorter, finds the others'
+-- rows at most one poll interval late.
+-- The worker sleeps until then, so a dead endpoint's backlog does not keep it
+-- awake. Rows under a live lease are left out: their worker settles them, and
+-- a lease a dead worker left behind is found by the claim within a poll
+-- interval.
 -- PL/pgSQL, like _claim, so that the plan is kept for the session (a SQL
 -- function with SET clauses is planned on every call, and the worker asks
 -- after each claim that was not full).
@@ -160,19 +244,48 @@ SET enable_seqscan = off  -- as in _claim
 SET enable_bitmapscan = off
 SET jit = off
 AS $$
+DECLARE
+    -- As in _claim.
+    first bigint := (SELECT d.endpoint_id FROM deliveries d
+                     WHERE d.status IN ('pending', 'retry')
+                     ORDER BY d.endpoint_id LIMIT 1);
+    start bigint := floor(random() * (coalesce((
+                        SELECT d.endpoint_id FROM deliveries d
+                        WHERE d.status IN ('pending', 'retry')
+                        ORDER BY d.endpoint_id DESC LIMIT 1), 0) + 1))::bigint;
 BEGIN
+    IF first IS NULL THEN
+        RETURN NULL;
+    END IF;
     RETURN (
+    WITH RECURSIVE walk (endpoint_id, wrapped, visited) AS (
+        SELECT start - 1, false, 0
+        UNION ALL
+        SELECT n.id, n.wrapped, w.visited + 1
+        FROM walk w
+        CROSS JOIN LATERAL (
+            SELECT coalesce(x.id, first) AS id, w.wrapped OR x.id IS NULL AS wrapped
+            FROM (SELECT (SELECT d.endpoint_id FROM deliveries d
+                          WHERE d.status IN ('pending', 'retry') AND d.endpoint_id > w.endpoint_id
+                          ORDER BY d.endpoint_id LIMIT 1) AS id
+                  OFFSET 0) x
+            OFFSET 0
+        ) n
+        WHERE w.visited < 2000
+          AND NOT (n.wrapped AND n.id >= start)
+    )
     SELECT min(greatest(n.at, _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until)))
-    FROM endpoints e
+    FROM walk w
+    JOIN endpoints e ON e.id = w.endpoint_id
     JOIN health_metrics h ON h.webhook_id = e.id
     CROSS JOIN LATERAL (
-        SELECT w.next_attempt_at AS at
-        FROM _waiting w
-        WHERE w.endpoint_id = e.id
-        ORDER BY w.next_attempt_at
+        SELECT wt.next_attempt_at AS at
+        FROM _waiting wt
+        WHERE wt.endpoint_id = e.id
+        ORDER BY wt.next_attempt_at
         LIMIT 1
     ) n
-    WHERE e.enabled);
+    WHERE w.visited > 0 AND e.enabled);
 END
 $$;
 COMMENT ON FUNCTION _next_due() IS

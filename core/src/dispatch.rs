@@ -11,7 +11,7 @@
 //! [`Waker`] it waits on beside its latch.
 
 use crate::delivery::{Client, Outcome, Request};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -54,8 +54,10 @@ pub enum Done {
 #[derive(Default)]
 struct State {
     queues: HashMap<i64, VecDeque<Job>>,
-    /// Endpoints with queued jobs and a free running slot, in turn order.
+    /// Endpoints with queued jobs and a free running slot, in turn order;
+    /// `in_ready` holds the same ids, so that asking is O(1) with thousands.
     ready: VecDeque<i64>,
+    in_ready: HashSet<i64>,
     running: HashMap<i64, usize>,
     /// Totals over all endpoints, kept so that the wake-up rule is O(1).
     queued_total: usize,
@@ -79,8 +81,20 @@ impl State {
         self.queues.entry(endpoint).or_default().push_back(job);
         self.queued_total += 1;
         if self.runnable(endpoint, shared) {
+            self.push_ready(endpoint);
+        }
+    }
+
+    fn push_ready(&mut self, endpoint: i64) {
+        if self.in_ready.insert(endpoint) {
             self.ready.push_back(endpoint);
         }
+    }
+
+    fn pop_ready(&mut self) -> Option<i64> {
+        let endpoint = self.ready.pop_front()?;
+        self.in_ready.remove(&endpoint);
+        Some(endpoint)
     }
 
     /// After an endpoint's queue or running count went down: forget it if it
@@ -90,15 +104,19 @@ impl State {
         let idle = self.queues.get(&endpoint).is_none_or(VecDeque::is_empty)
             && self.running.get(&endpoint).copied().unwrap_or(0) == 0;
         if idle {
+            let share = self.share(shared);
             self.queues.remove(&endpoint);
             self.running.remove(&endpoint);
-            self.refill(shared);
+            // The others' share may have grown, and some may run more now.
+            // With more endpoints than slots it stays at one: nothing to look at.
+            if self.share(shared) > share {
+                self.refill(shared);
+            }
         } else if self.runnable(endpoint, shared) {
-            self.ready.push_back(endpoint);
+            self.push_ready(endpoint);
         }
     }
 
-    /// An endpoint left: the others' share grew, and some may run more now.
     fn refill(&mut self, shared: &Shared) {
         let runnable: Vec<i64> = self
             .queues
@@ -106,13 +124,15 @@ impl State {
             .copied()
             .filter(|e| self.runnable(*e, shared))
             .collect();
-        self.ready.extend(runnable);
+        for endpoint in runnable {
+            self.push_ready(endpoint);
+        }
     }
 
     fn runnable(&self, endpoint: i64, shared: &Shared) -> bool {
         self.queues.get(&endpoint).is_some_and(|q| !q.is_empty())
             && self.running.get(&endpoint).copied().unwrap_or(0) < self.share(shared)
-            && !self.ready.contains(&endpoint)
+            && !self.in_ready.contains(&endpoint)
     }
 }
 
@@ -348,7 +368,7 @@ async fn dispatch(shared: Arc<Shared>) {
 /// The next job to start: round-robin over endpoints with a free slot.
 fn next_job(shared: &Shared, state: &mut State) -> Option<Job> {
     while state.running_total < shared.concurrency {
-        let endpoint = state.ready.pop_front()?;
+        let endpoint = state.pop_ready()?;
         // Its share shrank since it queued (more endpoints have work): its
         // next finished request puts it back in turn.
         if state.running.get(&endpoint).copied().unwrap_or(0) >= state.share(shared) {
@@ -371,7 +391,7 @@ fn next_job(shared: &Shared, state: &mut State) -> Option<Job> {
             shared.waker.wake();
         }
         if state.runnable(endpoint, shared) {
-            state.ready.push_back(endpoint);
+            state.push_ready(endpoint);
         }
         return Some(job);
     }

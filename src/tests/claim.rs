@@ -354,3 +354,43 @@ fn claim_probes_a_circuit_state_without_its_time() {
     assert_eq!(probe.len(), 1, "another probe: {probe:?}");
     assert!(ids.contains(&probe[0]));
 }
+
+/// With more endpoints due than a batch has rows, each claim takes one row
+/// of as many endpoints, from a random place in the walk: successive claims
+/// reach every endpoint, none twice while leased. Endpoints with nothing
+/// waiting are not walked at all.
+#[pg_test(schema = "tests")]
+fn claims_spread_over_more_endpoints_than_a_batch() {
+    for _ in 0..200 {
+        endpoint("");
+    }
+    let due: Vec<i64> = (0..40).map(|_| enqueue(endpoint(""))).collect();
+    let mut claimed = Vec::new();
+    for round in 0..4 {
+        let batch = claim(10);
+        assert_eq!(batch.len(), 10, "round {round}: {batch:?}");
+        claimed.extend(batch);
+    }
+    claimed.sort_unstable();
+    assert_eq!(claimed, due, "every endpoint once");
+    assert!(claim(10).is_empty());
+}
+
+/// An endpoint with a large backlog does not take a whole batch while others
+/// have rows due: each gets a share.
+#[pg_test(schema = "tests")]
+fn claim_shares_a_batch_among_endpoints() {
+    let (big, small) = (endpoint(""), endpoint(""));
+    for _ in 0..30 {
+        let d = enqueue(big);
+        update(
+            "deliveries",
+            d,
+            "next_attempt_at = now() - interval '1 hour'",
+        );
+    }
+    let fresh: Vec<i64> = (0..3).map(|_| enqueue(small)).collect();
+    let batch = claim(10);
+    assert_eq!(batch.len(), 10, "{batch:?}");
+    assert!(fresh.iter().all(|d| batch.contains(d)), "{batch:?}");
+}
