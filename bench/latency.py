@@ -22,7 +22,9 @@ def main():
     server = receiver.start(host="127.0.0.1", port=0, default_status=204, log=False, arrivals=arrivals)
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=False) as conn:
-        endpoint = conn.execute("SELECT webhook_outbox.create_endpoint(%s, rate_limit_rps => 0)", (url,)).fetchone()[0]
+        # Its own event type: emit() load (LOAD=n in latency.sh) goes elsewhere.
+        endpoint = conn.execute("SELECT webhook_outbox.create_endpoint(%s, rate_limit_rps => 0, "
+                                "event_types => ARRAY['bench.latency'])", (url,)).fetchone()[0]
         conn.commit()
         committed = {}
         for i in range(n):

@@ -2,12 +2,59 @@
 # Latency from COMMIT to the receiver at low load, with the default poll
 # interval raised to 10 s so that only the commit wake-up can explain a fast delivery.
 #   bench/latency.sh [N]     (default 1000)
+# LOAD=C: the same while C pgbench clients (16, say) each commit an order row
+# whose AFTER INSERT trigger emit()s an event to a second endpoint (nginx on
+# loopback), the worker delivering those meanwhile; also reports the orders
+# committed and the deliveries sent per second during the measurement.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
 N=${1:-1000}
 WORK=${BENCH_DIR:-/tmp/wo-bench-latency}
+HTTPPORT=18209
 python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install -q 'psycopg[binary]'
-bench_cluster_start "$WORK/pg" 55441 "webhook_outbox.poll_interval='10s'"
-trap 'bench_cluster_stop "$WORK/pg"' EXIT
+mkdir -p "$WORK"
+bench_cluster_start "$WORK/pg" 55441 "webhook_outbox.poll_interval='10s'" "max_connections=100"
+LOADER=
+cleanup() {
+    [ -n "$LOADER" ] && kill "$LOADER" 2>/dev/null && wait "$LOADER" 2>/dev/null
+    bench_cluster_stop "$WORK/pg"
+    [ "${LOAD:-0}" -gt 0 ] && nginx_stop "$WORK/nginx"
+    return 0
+}
+trap cleanup EXIT
+if [ "${LOAD:-0}" -gt 0 ]; then
+    nginx_start "$WORK/nginx" $HTTPPORT
+    $PSQL <<SQL >/dev/null
+SELECT webhook_outbox.create_endpoint('http://127.0.0.1:$HTTPPORT/hook', rate_limit_rps => 0, event_types => ARRAY['order.paid']);
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount integer NOT NULL,
+                     created_at timestamptz NOT NULL DEFAULT now());
+CREATE FUNCTION order_paid() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+    PERFORM webhook_outbox.emit('order.paid',
+                                jsonb_build_object('order_id', NEW.id, 'amount', NEW.amount, 'customer', NEW.customer),
+                                subject_id => NEW.customer);
+    RETURN NULL;
+END \$\$;
+CREATE TRIGGER order_paid AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION order_paid();
+SQL
+    printf '\\set c random(1, 100000)\nINSERT INTO orders (customer, amount) VALUES (%s, 1999);\n' "'customer-' || :c" > "$WORK/load.sql"
+    pgbench -n -h "$WORK/pg" -p 55441 -U postgres -c "$LOAD" -j 2 -T 3600 -f "$WORK/load.sql" postgres >/dev/null 2>&1 &
+    LOADER=$!
+    sleep 3
+    snapshot() { $PSQL -Atc "SELECT extract(epoch FROM clock_timestamp()), (SELECT count(*) FROM orders),
+                                     (SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'sent')"; }
+    BEFORE=$(snapshot)
+fi
 python3 latency.py "$WORK/pg" 55441 "$N"
+if [ -n "$LOADER" ]; then
+    AFTER=$(snapshot)
+    PENDING=$($PSQL -Atc "SELECT count(*) FROM webhook_outbox.deliveries WHERE status IN ('pending', 'retry')")
+    python3 - "$BEFORE" "$AFTER" "$PENDING" "$LOAD" <<'PY'
+import sys
+(t0, o0, s0), (t1, o1, s1) = ([float(x) for x in v.split("|")] for v in sys.argv[1:3])
+dt = t1 - t0
+print(f"meanwhile, {sys.argv[4]} clients: {(o1 - o0) / dt:.0f} orders committed/s (each emitting one event), "
+      f"{(s1 - s0) / dt:.0f} deliveries sent/s, {sys.argv[3]} waiting at the end")
+PY
+fi

@@ -55,9 +55,9 @@ COMMENT ON FUNCTION _admits_from(text, timestamptz, timestamptz) IS
 -- retry rows), from a random place, wrapping around, counting the rows due of
 -- those it may send to (up to an eighth of max_rows each, one for a probe),
 -- and stops once it has counted max_rows rows or found max_rows such
--- endpoints, or after visiting 8 x max_rows (at least 64). Thousands of
--- endpoints with nothing waiting, and the million rows of a dead receiver,
--- cost it nothing; the random start spreads the claims over all the
+-- endpoints, or when it is back where it began. Thousands of endpoints with
+-- nothing waiting, and the million rows of a dead receiver, cost it nothing
+-- (a dead receiver's endpoint costs one step); the random start spreads the claims over all the
 -- endpoints when more than max_rows have rows due. Among the endpoints found,
 -- each gets an equal share of the batch (one row for a probe), oldest rows
 -- first; what the shares leave goes to the oldest of the other rows. With
@@ -88,14 +88,14 @@ SET jit = off
 AS $$
 DECLARE
     -- The first endpoint with rows waiting, and where the walk starts: a
-    -- random endpoint id up to the last one with rows waiting.
+    -- random endpoint id between it and the last one with rows waiting.
     first bigint := (SELECT d.endpoint_id FROM deliveries d
                      WHERE d.status IN ('pending', 'retry')
                      ORDER BY d.endpoint_id LIMIT 1);
-    start bigint := floor(random() * (coalesce((
+    start bigint := first + floor(random() * (coalesce((
                         SELECT d.endpoint_id FROM deliveries d
                         WHERE d.status IN ('pending', 'retry')
-                        ORDER BY d.endpoint_id DESC LIMIT 1), 0) + 1))::bigint;
+                        ORDER BY d.endpoint_id DESC LIMIT 1), first) - first + 1))::bigint;
     few integer := ceil(max_rows / 8.0);
 BEGIN
     IF _setting('mode') <> 'on' OR first IS NULL THEN
@@ -104,15 +104,18 @@ BEGIN
     -- PL/pgSQL rather than SQL: the plan is cached for the session, and the
     -- worker calls this for every batch.
     RETURN QUERY
-    WITH RECURSIVE walk (endpoint_id, wrapped, visited, found, due, rows) AS (
-        -- Not an endpoint: where the first step starts from.
-        SELECT start - 1, false, 0, 0, 0::bigint, 0::bigint
+    WITH RECURSIVE walk (endpoint_id, wrapped, found, due, rows) AS (
+        -- Not an endpoint (nothing due): where the first step starts from.
+        SELECT start - 1, false, 0, 0::bigint, 0::bigint
         UNION ALL
-        SELECT n.id, n.wrapped, w.visited + 1, w.found + (a.due > 0)::integer, a.due, w.rows + a.due
+        SELECT n.id, n.wrapped, w.found + (a.due > 0)::integer, a.due, w.rows + a.due
         FROM walk w
         CROSS JOIN LATERAL (
-            -- The next endpoint with rows waiting; after the last, the first.
-            SELECT coalesce(x.id, first) AS id, w.wrapped OR x.id IS NULL AS wrapped
+            -- The next endpoint with rows waiting; after the last, the first
+            -- (once: `first` and `start` were read a moment earlier, and the
+            -- rows at or above `start` may have gone since).
+            SELECT coalesce(x.id, first) AS id, w.wrapped OR x.id IS NULL AS wrapped,
+                   w.wrapped AND x.id IS NULL AS again
             FROM (SELECT (SELECT d.endpoint_id FROM deliveries d
                           WHERE d.status IN ('pending', 'retry') AND d.endpoint_id > w.endpoint_id
                           ORDER BY d.endpoint_id LIMIT 1) AS id
@@ -145,11 +148,11 @@ BEGIN
         -- Enough rows found, or enough endpoints for a share of one each.
         WHERE w.rows < _claim.max_rows
           AND w.found < _claim.max_rows
-          AND w.visited < greatest(64, 8 * _claim.max_rows)
           -- Once around: back at (or past) where the walk began.
           AND NOT (n.wrapped AND n.id >= start)
+          AND NOT n.again
     ), gate AS (
-        SELECT w.endpoint_id, h.circuit_state <> 'closed' AS probing
+        SELECT DISTINCT w.endpoint_id, h.circuit_state <> 'closed' AS probing
         FROM walk w
         JOIN health_metrics h ON h.webhook_id = w.endpoint_id
         WHERE w.due > 0
@@ -160,9 +163,10 @@ BEGIN
     ), picked AS (
         -- By a look without locks: first the rows within each endpoint's
         -- share, oldest first, then, to fill the batch, the oldest of the
-        -- rest (read only when few endpoints share the batch, so that this
-        -- reads at most 8 x max_rows rows). Not needed with one endpoint,
-        -- which takes up to max_rows.
+        -- rest. Each endpoint's rows are read up to max_rows when at most 8
+        -- share the batch, else up to the eighth of it the walk counted (so
+        -- this reads at most 8 x max_rows rows). Not needed with one
+        -- endpoint, which takes up to max_rows.
         SELECT c.endpoint_id
         FROM gate g
         CROSS JOIN share s
@@ -172,7 +176,7 @@ BEGIN
             FROM _claimable d
             WHERE d.endpoint_id = g.endpoint_id AND s.endpoints > 1
             ORDER BY d.next_attempt_at
-            LIMIT CASE WHEN g.probing THEN 1 WHEN s.endpoints <= 8 THEN _claim.max_rows ELSE s.n END
+            LIMIT CASE WHEN g.probing THEN 1 WHEN s.endpoints <= 8 THEN _claim.max_rows ELSE few END
         ) c
         ORDER BY c.extra, c.at
         LIMIT _claim.max_rows
@@ -224,12 +228,8 @@ COMMENT ON FUNCTION _claim(integer, interval, bigint[]) IS 'Internal: the claim 
 -- When _claim would next find something: each enabled endpoint's earliest due
 -- row, not before its circuit admits a request (_admits_from), read from the
 -- endpoint's own range of the due index. The endpoints are walked as the
--- claim walks them, from a random place: those with nothing waiting cost
--- nothing, and a disabled or dead endpoint one step, whatever its backlog. At
--- most 2,000 are visited: with more endpoints waiting, the answer is the
--- earliest among those, and the worker, which sleeps until then or for
--- webhook_outbox.poll_interval, whichever is shorter, finds the others'
--- rows at most one poll interval late.
+-- claim walks them, from the first: those with nothing waiting cost
+-- nothing, and a disabled or dead endpoint one step, whatever its backlog.
 -- The worker sleeps until then, so a dead endpoint's backlog does not keep it
 -- awake. Rows under a live lease are left out: their worker settles them, and
 -- a lease a dead worker left behind is found by the claim within a poll
@@ -244,35 +244,17 @@ SET enable_seqscan = off  -- as in _claim
 SET enable_bitmapscan = off
 SET jit = off
 AS $$
-DECLARE
-    -- As in _claim.
-    first bigint := (SELECT d.endpoint_id FROM deliveries d
-                     WHERE d.status IN ('pending', 'retry')
-                     ORDER BY d.endpoint_id LIMIT 1);
-    start bigint := floor(random() * (coalesce((
-                        SELECT d.endpoint_id FROM deliveries d
-                        WHERE d.status IN ('pending', 'retry')
-                        ORDER BY d.endpoint_id DESC LIMIT 1), 0) + 1))::bigint;
 BEGIN
-    IF first IS NULL THEN
-        RETURN NULL;
-    END IF;
     RETURN (
-    WITH RECURSIVE walk (endpoint_id, wrapped, visited) AS (
-        SELECT start - 1, false, 0
+    WITH RECURSIVE walk (endpoint_id) AS (
+        -- Not an endpoint: where the first step starts from.
+        SELECT -1::bigint
         UNION ALL
-        SELECT n.id, n.wrapped, w.visited + 1
+        SELECT (SELECT d.endpoint_id FROM deliveries d
+                WHERE d.status IN ('pending', 'retry') AND d.endpoint_id > w.endpoint_id
+                ORDER BY d.endpoint_id LIMIT 1)
         FROM walk w
-        CROSS JOIN LATERAL (
-            SELECT coalesce(x.id, first) AS id, w.wrapped OR x.id IS NULL AS wrapped
-            FROM (SELECT (SELECT d.endpoint_id FROM deliveries d
-                          WHERE d.status IN ('pending', 'retry') AND d.endpoint_id > w.endpoint_id
-                          ORDER BY d.endpoint_id LIMIT 1) AS id
-                  OFFSET 0) x
-            OFFSET 0
-        ) n
-        WHERE w.visited < 2000
-          AND NOT (n.wrapped AND n.id >= start)
+        WHERE w.endpoint_id IS NOT NULL
     )
     SELECT min(greatest(n.at, _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until)))
     FROM walk w
@@ -285,7 +267,7 @@ BEGIN
         ORDER BY wt.next_attempt_at
         LIMIT 1
     ) n
-    WHERE w.visited > 0 AND e.enabled);
+    WHERE e.enabled);
 END
 $$;
 COMMENT ON FUNCTION _next_due() IS

@@ -32,7 +32,20 @@ fn deliveries_to_an_h2_receiver_share_connections_and_stay_signed() {
         req.verify_signature(&fast.secret).expect("signature verified by the official library");
     }
     let ids: HashSet<&str> = requests.iter().map(|r| r.webhook_id()).collect();
-    assert_eq!(ids.len(), 400, "each delivery exactly once");
+    assert_eq!((requests.len(), ids.len()), (400, 400), "each delivery exactly once");
+    // Streams nginx refused with its GOAWAY went again at once, on a new
+    // connection: no attempt failed.
+    let (attempts, failed): (i64, i64) = {
+        let row = db
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE status_code IS DISTINCT FROM 200)
+                 FROM webhook_outbox.attempts WHERE endpoint_id = $1",
+                &[&fast.id],
+            )
+            .expect("attempts");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((attempts, failed), (400, 0), "one successful attempt per delivery");
 
     let log = nginx.access_log();
     assert_eq!(log.len(), 400);

@@ -51,6 +51,9 @@ CREATE OPERATOR public.<= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = publi
 CREATE FUNCTION public.add_bi(bigint, integer) RETURNS bigint LANGUAGE plpgsql AS
     $$ BEGIN PERFORM public.pwn(); RETURN $1 OPERATOR(pg_catalog.+) $2; END $$;
 CREATE OPERATOR public.+ (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = public.add_bi);
+CREATE FUNCTION public.eq_tt(text, text) RETURNS boolean LANGUAGE plpgsql AS
+    $$ BEGIN PERFORM public.pwn(); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.eq_tt);
 CREATE FUNCTION public.eq_uu(uuid, uuid) RETURNS boolean LANGUAGE plpgsql AS
     $$ BEGIN PERFORM public.pwn(); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
 CREATE OPERATOR public.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = public.eq_uu);

@@ -127,76 +127,10 @@ impl Run {
         failures: &mut Vec<Failure<'a>>,
     ) -> Result<(), ErrorReport> {
         if !chunk.is_empty() {
-            let column =
-                |f: for<'e> fn(&'e Event<'a>) -> &'e str| chunk.iter().map(f).collect::<Vec<_>>();
-            let rows = client
-                .update(
-                    CHUNK,
-                    None,
-                    &[
-                        self.endpoint_id.into(),
-                        column(|e| &e.event_id).into(),
-                        column(|e| &e.event_type).into(),
-                        column(|e| e.payload).into(),
-                        self.max_attempts.into(),
-                        self.dry_run.into(),
-                    ],
-                )
-                .map_err(spi_error)?;
-            for row in rows {
-                let event_no: i32 = row.get(1).map_err(spi_error)?.unwrap_or_default();
-                let payload: Option<Jsonb> = row.get(2).map_err(spi_error)?;
-                let routes: i64 = row.get(3).map_err(spi_error)?.unwrap_or_default();
-                let would_create: i64 = row.get(4).map_err(spi_error)?.unwrap_or_default();
-                let (Some(e), Some(payload)) = (
-                    usize::try_from(event_no - 1)
-                        .ok()
-                        .and_then(|i| chunk.get(i)),
-                    payload,
-                ) else {
-                    continue;
-                };
-                let refusal = payload_refusal(payload.text_len());
-                let reason = match (refusal, routes) {
-                    (Some(reason), _) => reason,
-                    (None, 0) => format!(
-                        "no enabled endpoint subscribes to event_type '{}'",
-                        e.event_type
-                    ),
-                    (None, _) => {
-                        let created = match self.status {
-                            // A dry run: what the insert would create.
-                            None => would_create,
-                            Some(status) => {
-                                let event = NewEvent {
-                                    endpoint: self.endpoint_id,
-                                    event_id: &e.event_id,
-                                    event_type: &e.event_type,
-                                    payload,
-                                    subject_id: Some(&e.subject_id),
-                                    flag: None,
-                                    max_attempts: self.max_attempts,
-                                };
-                                insert_event(client, &event, status)?.0 as i64
-                            }
-                        };
-                        if created > 0 {
-                            self.counts.created += 1;
-                            self.counts.enqueued += created;
-                        } else {
-                            self.counts.duplicates += 1;
-                        }
-                        continue;
-                    }
-                };
-                // Not queued: a later line with this id is tried on its own.
-                self.seen.remove(&e.event_id);
-                failures.push(Failure {
-                    line_no: e.line_no,
-                    reason,
-                    line: e.payload,
-                });
-            }
+            // A connection of its own: what the chunk's statements allocate
+            // (the payloads they return, each insert's arguments) is freed
+            // with it, not kept until the run ends.
+            Spi::connect_mut(|client| self.write_chunk(client, chunk, failures))?;
             chunk.clear();
         }
         self.in_chunk.clear();
@@ -206,6 +140,87 @@ impl Run {
         }
         failures.sort_by_key(|f| f.line_no);
         self.report(client, failures)
+    }
+
+    /// Check (and, unless a dry run, write) the events of a chunk, noting
+    /// those refused in `failures`.
+    fn write_chunk<'a>(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        chunk: &[Event<'a>],
+        failures: &mut Vec<Failure<'a>>,
+    ) -> Result<(), ErrorReport> {
+        let column =
+            |f: for<'e> fn(&'e Event<'a>) -> &'e str| chunk.iter().map(f).collect::<Vec<_>>();
+        let rows = client
+            .update(
+                CHUNK,
+                None,
+                &[
+                    self.endpoint_id.into(),
+                    column(|e| &e.event_id).into(),
+                    column(|e| &e.event_type).into(),
+                    column(|e| e.payload).into(),
+                    self.max_attempts.into(),
+                    self.dry_run.into(),
+                ],
+            )
+            .map_err(spi_error)?;
+        for row in rows {
+            let event_no: i32 = row.get(1).map_err(spi_error)?.unwrap_or_default();
+            let payload: Option<Jsonb> = row.get(2).map_err(spi_error)?;
+            let routes: i64 = row.get(3).map_err(spi_error)?.unwrap_or_default();
+            let would_create: i64 = row.get(4).map_err(spi_error)?.unwrap_or_default();
+            let (Some(e), Some(payload)) = (
+                usize::try_from(event_no - 1)
+                    .ok()
+                    .and_then(|i| chunk.get(i)),
+                payload,
+            ) else {
+                continue;
+            };
+            let refusal = payload_refusal(payload.text_len());
+            let reason = match (refusal, routes) {
+                (Some(reason), _) => reason,
+                (None, 0) => format!(
+                    "no enabled endpoint subscribes to event_type '{}'",
+                    e.event_type
+                ),
+                (None, _) => {
+                    let created = match self.status {
+                        // A dry run: what the insert would create.
+                        None => would_create,
+                        Some(status) => {
+                            let event = NewEvent {
+                                endpoint: self.endpoint_id,
+                                event_id: &e.event_id,
+                                event_type: &e.event_type,
+                                payload,
+                                subject_id: Some(&e.subject_id),
+                                flag: None,
+                                max_attempts: self.max_attempts,
+                            };
+                            insert_event(client, &event, status)?.0 as i64
+                        }
+                    };
+                    if created > 0 {
+                        self.counts.created += 1;
+                        self.counts.enqueued += created;
+                    } else {
+                        self.counts.duplicates += 1;
+                    }
+                    continue;
+                }
+            };
+            // Not queued: a later line with this id is tried on its own.
+            self.seen.remove(&e.event_id);
+            failures.push(Failure {
+                line_no: e.line_no,
+                reason,
+                line: e.payload,
+            });
+        }
+        Ok(())
     }
 
     /// NOTICE the first failed lines, record all of them.

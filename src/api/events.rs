@@ -116,12 +116,15 @@ fn check_event<'a>(
     event_id: Option<&str>,
     subject_id: Option<&str>,
 ) -> Result<(&'a str, Jsonb), ErrorReport> {
-    let event_type = event_type.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-        invalid(
-            "event_type must not be empty",
-            "Name the event, e.g. 'order.paid'.",
-        )
-    })?;
+    // Blank as btrim() sees it: spaces only (a tab is refused by the key rule).
+    let event_type = event_type
+        .filter(|t| !t.trim_matches(' ').is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "event_type must not be empty",
+                "Name the event, e.g. 'order.paid'.",
+            )
+        })?;
     // event_id becomes the webhook-id header: checked here, never later by the worker.
     let keys = [
         ("event_type", Some(event_type)),
@@ -220,23 +223,26 @@ fn enqueue(
         flag: None,
         max_attempts: None,
     };
-    if let (_, Some(id)) = Spi::connect_mut(|spi| insert_event(spi, &event, status))? {
-        return Ok(Some(id));
-    }
-    // Already queued with this event_id; none: no such endpoint.
-    let existing = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT d.id FROM webhook_outbox.deliveries d
-             WHERE d.endpoint_id OPERATOR(pg_catalog.=) $1 AND d.event_id OPERATOR(pg_catalog.=) $2",
-            None,
-            &[endpoint_id.into(), event_id.into()],
-        )?;
+    let existing = Spi::connect_mut(|spi| {
+        if let (_, Some(id)) = insert_event(spi, &event, status)? {
+            return Ok(Some(id));
+        }
+        // Already queued with this event_id (perhaps by a transaction that
+        // committed while the insert waited for it: read-write, so that the
+        // statement takes a new snapshot); none: no such endpoint.
+        let rows = spi
+            .update(
+                "SELECT d.id FROM webhook_outbox.deliveries d
+                 WHERE d.endpoint_id OPERATOR(pg_catalog.=) $1 AND d.event_id OPERATOR(pg_catalog.=) $2",
+                None,
+                &[endpoint_id.into(), event_id.into()],
+            )
+            .map_err(crate::pg::spi_error)?;
         match rows.into_iter().next() {
-            Some(row) => row.get::<i64>(1),
+            Some(row) => row.get::<i64>(1).map_err(crate::pg::spi_error),
             None => Ok(None),
         }
-    })
-    .map_err(crate::pg::spi_error)?;
+    })?;
     existing.map(Some).ok_or_else(|| {
         error(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,

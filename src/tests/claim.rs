@@ -356,9 +356,8 @@ fn claim_probes_a_circuit_state_without_its_time() {
 }
 
 /// With more endpoints due than a batch has rows, each claim takes one row
-/// of as many endpoints, from a random place in the walk: successive claims
-/// reach every endpoint, none twice while leased. Endpoints with nothing
-/// waiting are not walked at all.
+/// of as many endpoints: successive claims reach every endpoint, none twice
+/// while leased. Endpoints with nothing waiting are not walked at all.
 #[pg_test(schema = "tests")]
 fn claims_spread_over_more_endpoints_than_a_batch() {
     for _ in 0..200 {
@@ -393,4 +392,39 @@ fn claim_shares_a_batch_among_endpoints() {
     let batch = claim(10);
     assert_eq!(batch.len(), 10, "{batch:?}");
     assert!(fresh.iter().all(|d| batch.contains(d)), "{batch:?}");
+}
+
+/// Where the walk starts is random: claims given back each time still reach
+/// endpoints beyond the first batch's worth (a walk from the lowest id would
+/// take the same five every time).
+#[pg_test(schema = "tests")]
+fn claims_start_at_a_random_endpoint() {
+    for _ in 0..40 {
+        enqueue(endpoint(""));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.extend(claim(5));
+        Spi::run("UPDATE webhook_outbox.deliveries SET locked_until = NULL").expect("release");
+    }
+    assert!(seen.len() > 10, "claims kept to {seen:?}");
+}
+
+/// Beside a large backlog, more than eight endpoints with one row each all
+/// get theirs, and the backlog fills part of what is left.
+#[pg_test(schema = "tests")]
+fn claim_fills_beside_many_small_endpoints() {
+    let big = endpoint("");
+    for _ in 0..30 {
+        let d = enqueue(big);
+        update(
+            "deliveries",
+            d,
+            "next_attempt_at = now() - interval '1 hour'",
+        );
+    }
+    let small: Vec<i64> = (0..12).map(|_| enqueue(endpoint(""))).collect();
+    let batch = claim(20);
+    assert!(small.iter().all(|d| batch.contains(d)), "{batch:?}");
+    assert!(batch.len() > small.len() + 1, "nothing filled: {batch:?}");
 }

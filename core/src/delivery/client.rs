@@ -122,7 +122,7 @@ pub struct Client {
     pub(super) tls: TlsConnector,
     pub(super) allowed: Vec<Cidr>,
     allow_http: bool,
-    timeout: Duration,
+    pub(super) timeout: Duration,
     pub(super) connect_timeout: Duration,
     user_agent: Option<HeaderValue>,
     pub(super) max_idle_per_host: usize,
@@ -206,9 +206,10 @@ impl Client {
                 match sender.send_request(self.build(target, req, &sender)?).await {
                     // Built again rather than cloned up front: the retry is rare, a
                     // clone of every request's headers would not be.
-                    Err(e)
-                        if e.is_canceled() || e.is_incomplete_message() || sender.is_closed() =>
-                    {
+                    Err(e) if unprocessed(&e, &sender) => {
+                        if sender.is_http2() {
+                            self.evict(&key);
+                        }
                         let mut fresh = self.open(target, &key).await?;
                         let response = fresh.send_request(self.build(target, req, &fresh)?).await;
                         response.map(|r| (r, fresh))
@@ -353,6 +354,26 @@ impl Client {
             _ => format!("network error: {e}"),
         }
     }
+}
+
+/// Whether a request that failed on a pooled connection can go again on a
+/// new one: the server cannot have processed it. Over HTTP/1.1, a kept-alive
+/// connection the server closed meanwhile. Over HTTP/2, a stream the server
+/// refused, or one above the last it promised to process when it said
+/// GOAWAY (what nginx does after keepalive_requests); not a stream cut off
+/// when its connection died, which the server may have processed.
+fn unprocessed(e: &hyper::Error, sender: &Sender) -> bool {
+    if e.is_canceled() {
+        return true;
+    }
+    if !sender.is_http2() {
+        return e.is_incomplete_message() || sender.is_closed();
+    }
+    let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>());
+    h2.is_some_and(|h2| {
+        h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+            || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+    })
 }
 
 fn failure(message: String, permanent: bool) -> Outcome {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
@@ -143,21 +143,34 @@ impl Client {
         key: &PoolKey,
     ) -> Result<Sender, SendError> {
         let gate = lock(&self.pool).h2_gates.get(key).cloned();
-        let _turn = match &gate {
-            Some(gate) => {
-                let turn = gate.lock().await;
-                if let Some(sender) = self.checkout(key) {
-                    return Ok(sender);
-                }
-                Some(turn)
-            }
+        // A turn that does not come within the connect timeout (the one
+        // connecting is stuck) is not waited for.
+        let turn = match &gate {
+            Some(gate) => tokio::time::timeout(self.connect_timeout, gate.lock())
+                .await
+                .ok(),
             None => None,
         };
+        if turn.is_some() {
+            if let Some(sender) = self.checkout(key) {
+                return Ok(sender);
+            }
+        }
         let sender = self.connect(target).await?;
-        if let Sender::Http2(shared) = &sender {
-            self.checkin(key.clone(), Sender::Http2(shared.clone()));
+        match &sender {
+            Sender::Http2(shared) => self.checkin(key.clone(), Sender::Http2(shared.clone())),
+            // The host no longer picks h2: its connections open in parallel again.
+            Sender::Http1(_) => {
+                lock(&self.pool).h2_gates.remove(key);
+            }
         }
         Ok(sender)
+    }
+
+    /// Forgets the host's shared HTTP/2 connection (it refused a request):
+    /// the next request opens another.
+    pub(super) fn evict(&self, key: &PoolKey) {
+        lock(&self.pool).shared.remove(key);
     }
 
     /// A new connection to the first checked address that answers.
@@ -183,9 +196,9 @@ impl Client {
                     .map_err(|e| SendError::InvalidRequest(format!("tls server name: {e}")))?;
                 let tls = self.tls.connect(name, tcp).await.map_err(SendError::Tls)?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                handshake(TokioIo::new(tls), h2).await
+                self.handshake(TokioIo::new(tls), h2).await
             } else {
-                handshake(TokioIo::new(tcp), false).await
+                self.handshake(TokioIo::new(tcp), false).await
             };
         }
         Err(last)
@@ -244,22 +257,31 @@ impl Client {
     }
 }
 
-/// HTTP/2 (when ALPN chose it) or HTTP/1.1 over a fresh connection; the
-/// connection's task runs on the current runtime until either side closes it.
-async fn handshake<T>(io: T, h2: bool) -> Result<Sender, SendError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    if h2 {
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(SendError::Http)?;
+impl Client {
+    /// HTTP/2 (when ALPN chose it) or HTTP/1.1 over a fresh connection; the
+    /// connection's task runs on the current runtime until either side
+    /// closes it. An HTTP/2 connection is pinged while requests are in
+    /// flight: one that stopped answering is closed (and so leaves the pool)
+    /// instead of taking every request to its host into a timeout.
+    async fn handshake<T>(&self, io: T, h2: bool) -> Result<Sender, SendError>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        if h2 {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(self.timeout)
+                .keep_alive_timeout(self.connect_timeout)
+                .handshake(io)
+                .await
+                .map_err(SendError::Http)?;
+            tokio::spawn(connection);
+            return Ok(Sender::Http2(sender));
+        }
+        let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
         tokio::spawn(connection);
-        return Ok(Sender::Http2(sender));
+        Ok(Sender::Http1(sender))
     }
-    let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
-    tokio::spawn(connection);
-    Ok(Sender::Http1(sender))
 }
 
 #[cfg(test)]
