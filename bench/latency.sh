@@ -42,19 +42,22 @@ SQL
     pgbench -n -h "$WORK/pg" -p 55441 -U postgres -c "$LOAD" -j 2 -T 3600 -f "$WORK/load.sql" postgres >/dev/null 2>&1 &
     LOADER=$!
     sleep 3
-    snapshot() { $PSQL -Atc "SELECT extract(epoch FROM clock_timestamp()), (SELECT count(*) FROM orders),
-                                     (SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'sent')"; }
+    WORKER_PID=$($PSQL -Atc "SELECT pid FROM webhook_outbox.v_worker_status WHERE worker = 0")
+    # Time, orders, deliveries sent, the worker's CPU time (all threads, in clock ticks).
+    snapshot() { echo "$($PSQL -Atc "SELECT extract(epoch FROM clock_timestamp()), (SELECT count(*) FROM orders),
+                                     (SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'sent')")|$(awk '{print $14 + $15}' /proc/$WORKER_PID/stat)"; }
     BEFORE=$(snapshot)
 fi
 python3 latency.py "$WORK/pg" 55441 "$N"
 if [ -n "$LOADER" ]; then
     AFTER=$(snapshot)
     PENDING=$($PSQL -Atc "SELECT count(*) FROM webhook_outbox.deliveries WHERE status IN ('pending', 'retry')")
-    python3 - "$BEFORE" "$AFTER" "$PENDING" "$LOAD" <<'PY'
+    python3 - "$BEFORE" "$AFTER" "$PENDING" "$LOAD" "$(getconf CLK_TCK)" <<'PY'
 import sys
-(t0, o0, s0), (t1, o1, s1) = ([float(x) for x in v.split("|")] for v in sys.argv[1:3])
-dt = t1 - t0
+(t0, o0, s0, c0), (t1, o1, s1, c1) = ([float(x) for x in v.split("|")] for v in sys.argv[1:3])
+dt, tick = t1 - t0, float(sys.argv[5])
 print(f"meanwhile, {sys.argv[4]} clients: {(o1 - o0) / dt:.0f} orders committed/s (each emitting one event), "
-      f"{(s1 - s0) / dt:.0f} deliveries sent/s, {sys.argv[3]} waiting at the end")
+      f"{(s1 - s0) / dt:.0f} deliveries sent/s, {sys.argv[3]} waiting at the end; "
+      f"worker CPU {(c1 - c0) / tick / dt * 100:.0f}% of a core, {(c1 - c0) / tick * 1e6 / max(s1 - s0, 1):.0f} us per delivery")
 PY
 fi

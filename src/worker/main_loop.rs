@@ -130,6 +130,12 @@ pub(super) fn run(index: usize) {
             if claimed.count == want {
                 return Ok((claimed.jobs, Some(Duration::ZERO))); // a full batch: there may be more
             }
+            if claimed.count > 0 {
+                // Its results wake the loop soon enough (see `outstanding`
+                // above); asking when the next row is due would hold these
+                // requests back until this transaction commits.
+                return Ok((claimed.jobs, None));
+            }
             // A row can be due yet unclaimable (its endpoint has a full batch
             // out): the floor keeps that from becoming a busy loop.
             let due = pipeline::next_due_ms(c)?
