@@ -43,7 +43,8 @@ nginx_start() {
     listen="listen 127.0.0.1:$port;"
     if [ "${TLS:-0}" = 1 ] || [ "${H2:-0}" = 1 ]; then
         tls_certificates "$dir"
-        listen="listen 127.0.0.1:$port ssl$([ "${H2:-0}" = 1 ] && echo ' http2');"
+        listen="listen 127.0.0.1:$port ssl;"
+        [ "${H2:-0}" = 1 ] && listen="listen 127.0.0.1:$port ssl http2;"
         tls="ssl_certificate $dir/server.pem; ssl_certificate_key $dir/server.key; ssl_session_cache shared:SSL:1m;"
     fi
     cat > "$dir/nginx.conf" <<CONF
