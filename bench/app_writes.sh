@@ -27,14 +27,7 @@ $PSQL <<SQL >/dev/null
 CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount integer NOT NULL,
                      created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE orders_emitting (LIKE orders INCLUDING ALL);
-CREATE FUNCTION order_paid() RETURNS trigger LANGUAGE plpgsql AS \$\$
-BEGIN
-    PERFORM webhook_outbox.emit('order.paid',
-                                jsonb_build_object('order_id', NEW.id, 'amount', NEW.amount, 'customer', NEW.customer),
-                                subject_id => NEW.customer);
-    RETURN NULL;
-END \$\$;
-CREATE TRIGGER order_paid AFTER INSERT ON orders_emitting FOR EACH ROW EXECUTE FUNCTION order_paid();
+$(emitting_trigger_sql orders_emitting)
 CREATE TABLE orders_copied (LIKE orders INCLUDING ALL);
 CREATE TABLE outbox_copy (LIKE webhook_outbox.deliveries INCLUDING ALL);
 CREATE FUNCTION order_copied() RETURNS trigger LANGUAGE plpgsql AS \$\$

@@ -29,14 +29,7 @@ if [ "${LOAD:-0}" -gt 0 ]; then
 SELECT webhook_outbox.create_endpoint('http://127.0.0.1:$HTTPPORT/hook', rate_limit_rps => 0, event_types => ARRAY['order.paid']);
 CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount integer NOT NULL,
                      created_at timestamptz NOT NULL DEFAULT now());
-CREATE FUNCTION order_paid() RETURNS trigger LANGUAGE plpgsql AS \$\$
-BEGIN
-    PERFORM webhook_outbox.emit('order.paid',
-                                jsonb_build_object('order_id', NEW.id, 'amount', NEW.amount, 'customer', NEW.customer),
-                                subject_id => NEW.customer);
-    RETURN NULL;
-END \$\$;
-CREATE TRIGGER order_paid AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION order_paid();
+$(emitting_trigger_sql orders)
 SQL
     printf '\\set c random(1, 100000)\nINSERT INTO orders (customer, amount) VALUES (%s, 1999);\n' "'customer-' || :c" > "$WORK/load.sql"
     pgbench -n -h "$WORK/pg" -p 55441 -U postgres -c "$LOAD" -j 2 -T 3600 -f "$WORK/load.sql" postgres >/dev/null 2>&1 &

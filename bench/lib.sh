@@ -83,3 +83,19 @@ tls_certificates() {
 }
 
 nginx_stop() { [ -f "$1/nginx.pid" ] && kill "$(cat "$1/nginx.pid")" 2>/dev/null; sleep 0.2; true; }
+
+# SQL for an AFTER INSERT trigger on TABLE (an order table: id, customer,
+# amount) that emit()s an 'order.paid' event for each row, as applications
+# wire the outbox to their hot tables.
+emitting_trigger_sql() {
+    cat <<SQL
+CREATE FUNCTION order_paid() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+    PERFORM webhook_outbox.emit('order.paid',
+                                jsonb_build_object('order_id', NEW.id, 'amount', NEW.amount, 'customer', NEW.customer),
+                                subject_id => NEW.customer);
+    RETURN NULL;
+END \$\$;
+CREATE TRIGGER order_paid AFTER INSERT ON $1 FOR EACH ROW EXECUTE FUNCTION order_paid();
+SQL
+}

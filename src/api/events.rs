@@ -22,6 +22,7 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 use webhook_outbox_core::delivery::check_event_key;
@@ -148,14 +149,19 @@ fn check_event<'a>(
     Ok((event_type, payload))
 }
 
-/// A new event id, for events given without one: a random UUID, as text.
-fn generated_event_id() -> String {
-    // SAFETY: gen_random_uuid takes no arguments and returns a uuid datum.
-    let uuid =
-        unsafe { pgrx::direct_function_call::<pgrx::datum::Uuid>(pg_sys::gen_random_uuid, &[]) };
-    uuid.map(|u| u.to_string()).unwrap_or_default()
+/// The event id given, or, for an event given without one, a random UUID as text.
+fn event_id_or_new(given: Option<&str>) -> Cow<'_, str> {
+    match given {
+        Some(id) => Cow::Borrowed(id),
+        None => {
+            // SAFETY: gen_random_uuid takes no arguments and returns a uuid datum.
+            let uuid = unsafe {
+                pgrx::direct_function_call::<pgrx::datum::Uuid>(pg_sys::gen_random_uuid, &[])
+            };
+            Cow::Owned(uuid.map(|u| u.to_string()).unwrap_or_default())
+        }
+    }
 }
-
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 fn emit(
     event_type: Option<&str>,
@@ -172,17 +178,10 @@ fn emit(
     if flag.is_some() && !crate::rollout::decision(flag, subject_id).emit {
         return Ok(0);
     }
-    let generated;
-    let event_id = match event_id {
-        Some(id) => id,
-        None => {
-            generated = generated_event_id();
-            &generated
-        }
-    };
+    let event_id = event_id_or_new(event_id);
     let event = NewEvent {
         endpoint: None,
-        event_id,
+        event_id: &event_id,
         event_type,
         payload,
         subject_id,
@@ -206,17 +205,10 @@ fn enqueue(
     let Some(status) = new_status(guc::mode()) else {
         return Ok(None);
     };
-    let generated;
-    let event_id = match event_id {
-        Some(id) => id,
-        None => {
-            generated = generated_event_id();
-            &generated
-        }
-    };
+    let event_id = event_id_or_new(event_id);
     let event = NewEvent {
         endpoint: Some(endpoint_id),
-        event_id,
+        event_id: &event_id,
         event_type,
         payload,
         subject_id,
@@ -235,7 +227,7 @@ fn enqueue(
                 "SELECT d.id FROM webhook_outbox.deliveries d
                  WHERE d.endpoint_id OPERATOR(pg_catalog.=) $1 AND d.event_id OPERATOR(pg_catalog.=) $2",
                 None,
-                &[endpoint_id.into(), event_id.into()],
+                &[endpoint_id.into(), event_id.as_ref().into()],
             )
             .map_err(crate::pg::spi_error)?;
         match rows.into_iter().next() {

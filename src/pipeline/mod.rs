@@ -179,7 +179,12 @@ impl Engine {
         });
         settle::release(client, &deferred)?;
         settle::settle(client, &refused, HealthLock::SkipLocked, &[])?;
-        Ok(Batch { count, jobs })
+        let deferred_until_ms = deferred.iter().map(|(_, at_ms)| *at_ms).min();
+        Ok(Batch {
+            count,
+            jobs,
+            deferred_until_ms,
+        })
     }
 
     /// Hand claimed jobs to the HTTP thread (after the claim committed).
@@ -286,12 +291,14 @@ pub fn next_due_ms(client: &mut SpiClient<'_>) -> spi::Result<Option<i64>> {
     pg::execute(client, NEXT_DUE, &[])?.first().get_one::<i64>()
 }
 
-/// What one claim took: the jobs to submit once it has committed, and how
-/// many deliveries it leased (those deferred by a rate limit included).
+/// What one claim took: the jobs to submit once it has committed, how many
+/// deliveries it leased (those deferred by a rate limit included), and when
+/// the first deferred one is due again (epoch milliseconds).
 #[derive(Default)]
 pub struct Batch {
     pub count: usize,
     pub jobs: Vec<Job>,
+    pub deferred_until_ms: Option<i64>,
 }
 
 /// One row of `CLAIM`.

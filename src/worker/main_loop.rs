@@ -20,6 +20,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Shortest sleep when something is due but nothing could be claimed.
 const MIN_NAP_MS: i64 = 10;
 
+/// Longest sleep while requests are out: their results are settled at least
+/// this often, even when few come back.
+const SETTLE_EVERY: Duration = Duration::from_millis(20);
+
 fn report_activity(text: &std::ffi::CStr) {
     unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
 }
@@ -117,8 +121,7 @@ pub(super) fn run(index: usize) {
         let batch = guc::batch_size();
         let outstanding = e.outstanding();
         if outstanding > 0 {
-            // Results are settled at least this often even when few come back.
-            sleep = sleep.min(Duration::from_millis(20));
+            sleep = sleep.min(SETTLE_EVERY);
         }
         let want = (2 * batch).saturating_sub(outstanding).min(batch);
         if want == 0 || (want < batch / 2 && outstanding > 0) {
@@ -131,10 +134,14 @@ pub(super) fn run(index: usize) {
                 return Ok((claimed.jobs, Some(Duration::ZERO))); // a full batch: there may be more
             }
             if claimed.count > 0 {
-                // Its results wake the loop soon enough (see `outstanding`
-                // above); asking when the next row is due would hold these
-                // requests back until this transaction commits.
-                return Ok((claimed.jobs, None));
+                // Their results wake the loop; rows a rate limit put back are
+                // due when it said. Asking the database when the next row is
+                // due would hold these requests back until this transaction
+                // commits.
+                let deferred = claimed.deferred_until_ms.map(|at| {
+                    Duration::from_millis(at.saturating_sub(now_ms()).max(MIN_NAP_MS) as u64)
+                });
+                return Ok((claimed.jobs, deferred));
             }
             // A row can be due yet unclaimable (its endpoint has a full batch
             // out): the floor keeps that from becoming a busy loop.
