@@ -108,11 +108,11 @@ BEGIN
                       WHERE d.status IN ('pending', 'retry')
                       ORDER BY d.endpoint_id DESC LIMIT 1) AS last) l
         WHERE f.first IS NOT NULL AND _setting('mode') = 'on'
-    ), walk (endpoint_id, wrapped, found, due, rows) AS (
+    ), walk (endpoint_id, wrapped, found, due, probing, rows) AS (
         -- Not an endpoint (nothing due): where the first step starts from.
-        SELECT ends.start - 1, false, 0, 0::bigint, 0::bigint FROM ends
+        SELECT ends.start - 1, false, 0, 0::bigint, false, 0::bigint FROM ends
         UNION ALL
-        SELECT n.id, n.wrapped, w.found + (a.due > 0)::integer, a.due, w.rows + a.due
+        SELECT n.id, n.wrapped, w.found + (a.due > 0)::integer, a.due, a.probing, w.rows + a.due
         FROM walk w
         CROSS JOIN ends
         CROSS JOIN LATERAL (
@@ -134,20 +134,23 @@ BEGIN
             -- to an eighth of the batch (so that a batch is shared by at
             -- least eight endpoints when they exist), one for a probe, none
             -- unless it is enabled, not excluded and admitted by its circuit
-            -- (looked at only when it has a row due).
-            SELECT CASE WHEN c.n = 0 THEN 0
-                        ELSE coalesce((
-                            SELECT CASE WHEN h.circuit_state = 'closed' THEN c.n ELSE 1 END
-                            FROM endpoints e
-                            JOIN health_metrics h ON h.webhook_id = e.id
-                            WHERE e.id = n.id
-                              AND e.enabled
-                              AND NOT e.id = ANY (_claim.exclude)
-                              AND _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until) <= now()), 0)
-                   END AS due
+            -- (looked at only when it has a row due); and whether the row
+            -- taken is a probe of its circuit.
+            SELECT coalesce(g.due, 0) AS due, coalesce(g.probing, false) AS probing
             FROM (SELECT count(*) AS n
                   FROM (SELECT FROM _claimable c WHERE c.endpoint_id = n.id LIMIT few) r
                   OFFSET 0) c
+            LEFT JOIN LATERAL (
+                SELECT CASE WHEN h.circuit_state = 'closed' THEN c.n ELSE 1 END AS due,
+                       h.circuit_state <> 'closed' AS probing
+                FROM endpoints e
+                JOIN health_metrics h ON h.webhook_id = e.id
+                WHERE c.n > 0
+                  AND e.id = n.id
+                  AND e.enabled
+                  AND NOT e.id = ANY (_claim.exclude)
+                  AND _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until) <= now()
+            ) g ON true
             OFFSET 0
         ) a
         -- Enough rows found, or enough endpoints for a share of one each.
@@ -157,9 +160,8 @@ BEGIN
           AND NOT (n.wrapped AND n.id >= ends.start)
           AND NOT n.again
     ), gate AS (
-        SELECT DISTINCT w.endpoint_id, h.circuit_state <> 'closed' AS probing
+        SELECT DISTINCT w.endpoint_id, w.probing
         FROM walk w
-        JOIN health_metrics h ON h.webhook_id = w.endpoint_id
         WHERE w.due > 0
     ), share AS (
         -- An equal share for each; with one endpoint, the whole batch (read once, below).
