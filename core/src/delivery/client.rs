@@ -251,8 +251,9 @@ impl Client {
         };
         let (response_prefix, body_error) = match read_prefix(response.into_body()).await {
             Ok((prefix, complete)) => {
-                // Only a connection whose response was read to its end can carry the next request.
-                if complete {
+                // Only a connection whose response was read to its end can carry
+                // the next request; an HTTP/2 one is shared from the moment it is made.
+                if let (true, Sender::Http1(sender)) = (complete, sender) {
                     self.checkin(key, sender);
                 }
                 (prefix, None)

@@ -104,30 +104,32 @@ impl Client {
         None
     }
 
-    /// Keeps a connection for the next requests: an HTTP/1.1 one whose
-    /// response was read to its end, or a new HTTP/2 one as soon as it is
-    /// made, so that the requests that follow share it.
-    pub(super) fn checkin(&self, key: PoolKey, sender: Sender) {
+    /// Keeps an HTTP/1.1 connection, whose response was read to its end, for
+    /// the next request.
+    pub(super) fn checkin(&self, key: PoolKey, sender: http1::SendRequest<Full<Bytes>>) {
         if sender.is_closed() {
             return;
         }
         let mut pool = lock(&self.pool);
-        match sender {
-            Sender::Http1(sender) => {
-                let senders = pool.idle.entry(key).or_default();
-                if senders.len() < self.max_idle_per_host {
-                    senders.push(sender);
-                }
-            }
-            // Requests that started before it was made opened their own; the
-            // first one made stays, and the others close when their requests end.
-            Sender::Http2(sender) => {
-                pool.h2_gates.entry(key.clone()).or_default();
-                let kept = pool.shared.entry(key).or_insert_with(|| sender.clone());
-                if kept.is_closed() {
-                    *kept = sender;
-                }
-            }
+        let senders = pool.idle.entry(key).or_default();
+        if senders.len() < self.max_idle_per_host {
+            senders.push(sender);
+        }
+    }
+
+    /// Shares a new HTTP/2 connection as soon as it is made, so that the
+    /// requests that follow use it. Requests that started before it was made
+    /// opened their own; the first one made stays, and the others close when
+    /// their requests end.
+    fn share(&self, key: &PoolKey, sender: &http2::SendRequest<Full<Bytes>>) {
+        let mut pool = lock(&self.pool);
+        pool.h2_gates.entry(key.clone()).or_default();
+        let kept = pool
+            .shared
+            .entry(key.clone())
+            .or_insert_with(|| sender.clone());
+        if kept.is_closed() {
+            *kept = sender.clone();
         }
     }
 
@@ -158,7 +160,7 @@ impl Client {
         }
         let sender = self.connect(target).await?;
         match &sender {
-            Sender::Http2(shared) => self.checkin(key.clone(), Sender::Http2(shared.clone())),
+            Sender::Http2(shared) => self.share(key, shared),
             // The host no longer picks h2: its connections open in parallel again.
             Sender::Http1(_) => {
                 lock(&self.pool).h2_gates.remove(key);
@@ -255,9 +257,7 @@ impl Client {
         cache.insert(host.into(), (Instant::now(), ips.clone()));
         Ok(ips)
     }
-}
 
-impl Client {
     /// HTTP/2 (when ALPN chose it) or HTTP/1.1 over a fresh connection; the
     /// connection's task runs on the current runtime until either side
     /// closes it. An HTTP/2 connection is pinged while requests are in
