@@ -7,8 +7,8 @@
 #   shadow    INSERT INTO orders_emitting ... (the trigger's emit(), webhook_outbox.mode = shadow: recorded, never sent)
 #   on        the same with mode = on, the worker delivering to nginx meanwhile
 #   floor     INSERT INTO orders_copied ... whose trigger INSERTs the same row into a
-#             table with the outbox's columns and indexes (no foreign key, no
-#             functions): what any outbox row costs, for reference
+#             copy of the intake (emit()'s table: its columns and primary key),
+#             plain SQL, no function: what the row emit() writes costs, for reference
 # Reports transactions/s of each and the ratios to bare, medians of ROUNDS
 # rounds (default 3) of DURATION seconds each (default 10).
 #   bench/app_writes.sh
@@ -29,12 +29,12 @@ CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount in
 CREATE TABLE orders_emitting (LIKE orders INCLUDING ALL);
 $(emitting_trigger_sql orders_emitting)
 CREATE TABLE orders_copied (LIKE orders INCLUDING ALL);
-CREATE TABLE outbox_copy (LIKE webhook_outbox.deliveries INCLUDING ALL);
+CREATE TABLE intake_copy (LIKE webhook_outbox.intake INCLUDING ALL);
 CREATE FUNCTION order_copied() RETURNS trigger LANGUAGE plpgsql AS \$\$
 BEGIN
-    INSERT INTO outbox_copy (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts)
-    VALUES (1, gen_random_uuid()::text, 'order.paid',
-            jsonb_build_object('order_id', NEW.id, 'amount', NEW.amount, 'customer', NEW.customer), NEW.customer, 'shadow', 5);
+    INSERT INTO intake_copy (endpoint_ids, event_id, event_type, payload, subject_id, status)
+    VALUES ('{1}', gen_random_uuid()::text, 'order.paid',
+            jsonb_build_object('order_id', NEW.id, 'amount', NEW.amount, 'customer', NEW.customer), NEW.customer, 'shadow');
     RETURN NULL;
 END \$\$;
 CREATE TRIGGER order_copied AFTER INSERT ON orders_copied FOR EACH ROW EXECUTE FUNCTION order_copied();
@@ -64,7 +64,7 @@ for round in $(seq "$ROUNDS"); do
     mode on
     ON+=("$(tps emit)")
     # Let the worker catch up before the next round's bare run.
-    while [ "$($PSQL -Atc "SELECT count(*) FROM webhook_outbox.deliveries WHERE status IN ('pending', 'retry')")" != 0 ]; do sleep 0.5; done
+    while [ "$($PSQL -Atc "SELECT coalesce(sum(count), 0) FROM webhook_outbox.v_queue_status WHERE status IN ('pending', 'retry', 'sending')")" != 0 ]; do sleep 0.5; done
     $PSQL -c "CHECKPOINT" >/dev/null
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

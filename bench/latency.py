@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Latency from COMMIT of an enqueue to the request reaching the receiver, at
+"""Latency from COMMIT of an enqueue (or emit) to the request reaching the receiver, at
 low load (one event at a time, ~200 commits/s). The receiver runs in this
 process, so both ends read the same monotonic clock. Prints p50/p90/p99/max.
-usage: latency.py PGHOST PGPORT N"""
+usage: latency.py PGHOST PGPORT N [enqueue|emit]"""
 import statistics, sys, time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ arrivals = {}
 
 def main():
     host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    how = sys.argv[4] if len(sys.argv) > 4 else "enqueue"
     server = receiver.start(host="127.0.0.1", port=0, default_status=204, log=False, arrivals=arrivals)
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=False) as conn:
@@ -29,7 +30,10 @@ def main():
         committed = {}
         for i in range(n):
             key = f"lat-{i}"
-            conn.execute("SELECT webhook_outbox.enqueue(%s, 'bench.latency', '{\"i\": 1}', %s)", (endpoint, key))
+            if how == "emit":  # through the intake: the endpoint is the one subscribed
+                conn.execute("SELECT webhook_outbox.emit('bench.latency', '{\"i\": 1}', %s)", (key,))
+            else:
+                conn.execute("SELECT webhook_outbox.enqueue(%s, 'bench.latency', '{\"i\": 1}', %s)", (endpoint, key))
             committed[key] = time.monotonic()  # just before COMMIT is sent
             conn.commit()
             deadline = time.monotonic() + 5
@@ -39,7 +43,7 @@ def main():
     lost = [k for k in committed if k not in arrivals]
     ms = sorted((arrivals[k] - t) * 1000 for k, t in committed.items() if k in arrivals)
     q = statistics.quantiles(ms, n=100)
-    print(f"commit→receiver latency over {len(ms)} events: p50 {q[49]:.2f} ms, p90 {q[89]:.2f} ms, "
+    print(f"commit→receiver latency ({how}) over {len(ms)} events: p50 {q[49]:.2f} ms, p90 {q[89]:.2f} ms, "
           f"p99 {q[98]:.2f} ms, max {ms[-1]:.2f} ms; not delivered within 5 s: {len(lost)}")
 
 

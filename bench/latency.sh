@@ -2,6 +2,7 @@
 # Latency from COMMIT to the receiver at low load, with the default poll
 # interval raised to 10 s so that only the commit wake-up can explain a fast delivery.
 #   bench/latency.sh [N]     (default 1000)
+# EMIT=1: the events are emit()ted (through the intake) instead of enqueue()d.
 # LOAD=C: the same while C pgbench clients (16, say) each commit an order row
 # whose AFTER INSERT trigger emit()s an event to a second endpoint (nginx on
 # loopback), the worker delivering those meanwhile; also reports the orders
@@ -41,10 +42,10 @@ SQL
                                      (SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'sent')")|$(awk '{print $14 + $15}' /proc/$WORKER_PID/stat)"; }
     BEFORE=$(snapshot)
 fi
-python3 latency.py "$WORK/pg" 55441 "$N"
+python3 latency.py "$WORK/pg" 55441 "$N" "$([ "${EMIT:-0}" = 1 ] && echo emit || echo enqueue)"
 if [ -n "$LOADER" ]; then
     AFTER=$(snapshot)
-    PENDING=$($PSQL -Atc "SELECT count(*) FROM webhook_outbox.deliveries WHERE status IN ('pending', 'retry')")
+    PENDING=$($PSQL -Atc "SELECT coalesce(sum(count), 0) FROM webhook_outbox.v_queue_status WHERE status IN ('pending', 'retry')")
     python3 - "$BEFORE" "$AFTER" "$PENDING" "$LOAD" "$(getconf CLK_TCK)" <<'PY'
 import sys
 (t0, o0, s0, c0), (t1, o1, s1, c1) = ([float(x) for x in v.split("|")] for v in sys.argv[1:3])

@@ -10,6 +10,8 @@ SELECT pg_catalog.pg_extension_config_dump('endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('endpoints_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('intake', '');
+SELECT pg_catalog.pg_extension_config_dump('intake_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('health_metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('feature_flags', '');

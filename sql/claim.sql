@@ -93,6 +93,8 @@ AS $$
 DECLARE
     few integer := ceil(max_rows / 8.0);
 BEGIN
+    -- emit()'s events first, so that this claim sees them.
+    PERFORM _route_intake(max_rows);
     -- PL/pgSQL rather than SQL: the plan is cached for the session, and the
     -- worker calls this for every batch. One statement: each one more is a
     -- few dozen microseconds on every delivery's way out at low load.
@@ -264,7 +266,9 @@ BEGIN
         FROM walk w
         WHERE w.endpoint_id IS NOT NULL
     )
-    SELECT min(greatest(n.at, _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until)))
+    SELECT least(min(greatest(n.at, _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until))),
+                 -- Events left in the intake (the claim moves a batch's worth): now.
+                 (SELECT now() FROM intake i LIMIT 1))
     FROM walk w
     JOIN endpoints e ON e.id = w.endpoint_id
     JOIN health_metrics h ON h.webhook_id = e.id

@@ -10,3 +10,10 @@ COMMENT ON FUNCTION create_endpoint(text, text, text[], text, double precision, 
 -- names no value.
 ALTER FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb)
     SET log_min_error_statement = panic;
+
+-- emit() caches where each event type goes (src/api/routes.rs): any change
+-- of the endpoints makes this session read them again at once, every other
+-- session once it commits.
+CREATE TRIGGER endpoints_changed
+AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON endpoints
+FOR EACH STATEMENT EXECUTE FUNCTION _endpoints_changed();

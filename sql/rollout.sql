@@ -294,7 +294,7 @@ COMMENT ON FUNCTION rollout_decision(text, text) IS
 'and the subject''s bucket 0..99 when the percentage decided.';
 COMMENT ON FUNCTION _rollout_phase(boolean, integer) IS 'The phase name of a flag, for feature_flags.phase.';
 COMMENT ON FUNCTION _rollout_changed() IS
-'Invalidates this session''s flag cache now and, at commit, every session''s. Called by the feature_flags trigger.';
+'Invalidates this session''s caches of flags and routes now and, at commit, every session''s. Called by the feature_flags trigger.';
 
 -- A session may still cache flags of an earlier install of the extension
 -- (DROP EXTENSION fires no trigger): make it reload once this commits.

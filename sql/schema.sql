@@ -122,6 +122,37 @@ COMMENT ON COLUMN deliveries.lease_token IS
 'Random token of the latest claim: while locked_until is set, only its holder can settle or release the delivery (record_attempt() takes it). '
 'All zeros before the first claim.';
 COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts one.';
+
+-- Where emit() writes. emit() runs in the application's own transaction,
+-- often from a trigger on its busiest table, and a row of deliveries costs it
+-- most of its write rate (BENCHMARKS.md): a foreign key whose lock on the
+-- endpoint's row every concurrent emitter shares, the idempotency key, the
+-- partial indexes, the free space. An event here costs a primary key and
+-- nothing else, and emit() finds the endpoints in a per-session cache
+-- (src/api/routes.rs). The next claim (_claim, any worker) or the worker's next pass
+-- moves it into deliveries, one row per endpoint it was routed to
+-- (_route_intake), in the claim's transaction, so that the event is never
+-- both here and there, nor neither. A queue: each row lives milliseconds.
+CREATE TABLE intake (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint_ids bigint[] NOT NULL,
+    event_id     text COLLATE "C" NOT NULL,
+    event_type   text NOT NULL,
+    payload      jsonb NOT NULL,
+    subject_id   text,
+    -- 'shadow' or 'pending' (emit()'s new_status): no CHECK, whose
+    -- expression each insert would load again; deliveries checks it.
+    status       text NOT NULL,
+    flag_key     text,
+    created_at   timestamptz NOT NULL DEFAULT now()
+)
+WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+      autovacuum_vacuum_cost_delay = 0);
+COMMENT ON TABLE intake IS
+'Events emit() accepted and no claim has yet turned into deliveries (one per endpoint in endpoint_ids); '
+'counted as pending (or shadow) deliveries by v_queue_status and the dashboard. Rows live until the next claim or worker pass.';
+COMMENT ON COLUMN intake.endpoint_ids IS 'The endpoints the event was routed to when emit() ran (_routes()): each gets a delivery, if it still exists.';
+
 -- What a lease means, defined once. A delivery is under a lease while
 -- locked_until is in the future: no claim takes it, and operators see it as
 -- sending. Once that time has passed the delivery is due again, in its old

@@ -16,8 +16,22 @@ SELECT d.endpoint_id,
        min(d.created_at)                        AS oldest_created_at,
        min(d.next_attempt_at)                   AS next_attempt_at
 FROM deliveries d
-GROUP BY d.endpoint_id, d.status, delivery_state(d.status, d.locked_until);
-COMMENT ON VIEW _queue_counts IS 'Internal: deliveries per endpoint, status and state (sending: under a live lease); filter on status.';
+GROUP BY d.endpoint_id, d.status, delivery_state(d.status, d.locked_until)
+UNION ALL
+-- emit()'s events not yet moved out of the intake: already a delivery for
+-- each endpoint they go to, as far as operators are concerned.
+SELECT r.endpoint_id,
+       i.status,
+       delivery_state(i.status, NULL::timestamptz),
+       count(*),
+       min(i.created_at),
+       min(i.created_at)
+FROM intake i
+CROSS JOIN LATERAL unnest(i.endpoint_ids) AS r(endpoint_id)
+GROUP BY r.endpoint_id, i.status;
+COMMENT ON VIEW _queue_counts IS
+'Internal: deliveries per endpoint, status and state (sending: under a live lease), counting the intake''s events as theirs; filter on status. '
+'An endpoint may have two rows of one status: sum them.';
 
 CREATE VIEW v_queue_status AS
 SELECT q.state                                              AS status,

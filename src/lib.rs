@@ -5,7 +5,8 @@
 //! `pipeline` (one delivery pass: claim, rate limit, HTTP, settle; `run_once`
 //! runs it too) → `settle` (results back in one transaction). `shmem` holds
 //! every shared-memory segment, `pg` the Postgres helpers (errors, the plan
-//! cache), `guc` every setting, `rollout` the canary flags.
+//! cache), `guc` every setting, `rollout` the canary flags, `config_cache` what keeps
+//! the per-session caches of flags and routes fresh.
 //!
 //! What never calls into Postgres is the `webhook_outbox_core` crate (`core/`):
 //! HTTP, signing and the SSRF guard (`delivery`), the delivery thread
@@ -19,6 +20,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod config_cache;
 mod guc;
 mod pg;
 mod pipeline;

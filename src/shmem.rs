@@ -3,8 +3,10 @@
 //! when the library is preloaded; `available()` says so.
 
 use crate::guc::MAX_WORKERS;
+use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use webhook_outbox_core::ratelimit::RateTable;
 
@@ -74,8 +76,8 @@ unsafe impl PGRXSharedMemory for Rates {}
 pub static WORKERS: PgLwLock<Workers> = unsafe { PgLwLock::new(c"webhook_outbox_workers") };
 pub static RATES: PgLwLock<Rates> = unsafe { PgLwLock::new(c"webhook_outbox_rates") };
 
-/// Moved on by every committed change of `feature_flags`: the rollout cache
-/// (`rollout::cache`) holds entries for one value of it.
+/// Moved on by every committed change of `feature_flags` or `endpoints`: the
+/// per-session caches (`config_cache`) hold entries for one value of it.
 pub static GENERATION: PgAtomic<AtomicU64> =
     unsafe { PgAtomic::new(c"webhook_outbox_rollout_generation") };
 
@@ -98,9 +100,34 @@ pub fn available() -> bool {
     AVAILABLE.load(Ordering::Relaxed)
 }
 
+thread_local! {
+    static IN_WORKER: Cell<bool> = const { Cell::new(false) };
+    static WAKE_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by a worker process at its start: its own commits wake nobody.
+pub fn mark_worker() {
+    IN_WORKER.set(true);
+}
+
+/// Set the workers' latches when the current transaction commits (once per
+/// transaction, however many events it wrote): what emit() and the trigger
+/// on deliveries call.
+pub fn wake_workers_at_commit() {
+    if IN_WORKER.get() || WAKE_REGISTERED.get() || !available() {
+        return;
+    }
+    WAKE_REGISTERED.set(true);
+    register_xact_callback(PgXactCallbackEvent::Commit, || {
+        WAKE_REGISTERED.set(false);
+        wake_all();
+    });
+    register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_REGISTERED.set(false));
+}
+
 /// Set every running worker's latch. Called from commit callbacks: it must
 /// not raise an error.
-pub fn wake_all() {
+fn wake_all() {
     if !available() {
         return;
     }

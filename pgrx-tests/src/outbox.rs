@@ -85,6 +85,17 @@ pub fn wait_for_status(db: &mut impl GenericClient, id: i64, status: &str, timeo
     delivery(db, id)
 }
 
+/// Waits until the worker has moved every event emit() wrote into deliveries;
+/// panics after `timeout`.
+pub fn wait_for_intake(db: &mut impl GenericClient, timeout: Duration) {
+    let left = |db: &mut _| -> i64 {
+        GenericClient::query_one(db, "SELECT count(*) FROM webhook_outbox.intake", &[]).expect("intake").get(0)
+    };
+    if !wait_until(timeout, || left(db) == 0) {
+        panic!("{} events still in the intake after {timeout:?}", left(db));
+    }
+}
+
 /// Waits until every delivery of `endpoint` has `status`; panics with the
 /// count per status after `timeout`.
 pub fn wait_for_all(db: &mut impl GenericClient, endpoint: i64, status: &str, timeout: Duration) {
@@ -93,10 +104,15 @@ pub fn wait_for_all(db: &mut impl GenericClient, endpoint: i64, status: &str, ti
     }
 }
 
-/// (status, count) of an endpoint's deliveries.
+/// (status, count) of an endpoint's deliveries, emit()'s events not yet
+/// moved out of the intake included (as v_queue_status counts them).
 pub fn statuses(db: &mut impl GenericClient, endpoint: i64) -> Vec<(String, i64)> {
     db.query(
-        "SELECT status, count(*) FROM webhook_outbox.deliveries WHERE endpoint_id = $1 GROUP BY 1 ORDER BY 1",
+        "SELECT status, sum(n)::bigint FROM (
+             SELECT status, count(*) AS n FROM webhook_outbox.deliveries WHERE endpoint_id = $1 GROUP BY 1
+             UNION ALL
+             SELECT status, count(*) FROM webhook_outbox.intake WHERE $1 = ANY (endpoint_ids) GROUP BY 1
+         ) s GROUP BY 1 ORDER BY 1",
         &[&endpoint],
     )
     .expect("statuses")

@@ -10,7 +10,7 @@ use postgres::Client;
 use serde_json::json;
 use webhook_outbox_it::outbox::{
     attempts, circuit_state, create_endpoint, delivery, enqueue, enqueue_seq, mentions, statuses, wait_for_all,
-    wait_for_status, Endpoint, EndpointOpts,
+    wait_for_intake, wait_for_status, Endpoint, EndpointOpts,
 };
 use webhook_outbox_it::{wait_until, Cluster, Receiver, Reply, Request, BACKOFF_BASE, CIRCUIT_OPEN, HTTP_TIMEOUT};
 
@@ -326,6 +326,11 @@ fn shadow_sends_nothing_and_off_creates_nothing() {
     let emitted: i32 = db.query_one("SELECT webhook_outbox.emit('test.event', '{}')", &[]).unwrap().get(0);
     assert_eq!(emitted, 1);
     assert_eq!(statuses(&mut db, ep.id), [("shadow".to_owned(), 4)]);
+    // The paused worker still records emit()'s shadow events as deliveries.
+    wait_for_intake(&mut db, Duration::from_secs(5));
+    let shadow: i64 =
+        db.query_one("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'shadow'", &[]).unwrap().get(0);
+    assert_eq!(shadow, 4);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(rx.connections(), 0, "shadow mode sent something");
 

@@ -90,6 +90,8 @@ fn placeholders_set_before_the_library_loads_change_nothing() {
     )
     .expect("emit");
     assert_eq!(first_value(&created).as_deref(), Some("1"), "mode stays on");
+    // No worker: a claim would move it; so does this.
+    db.batch_execute("SELECT webhook_outbox._route_intake(100)").expect("route");
     let max_attempts: i32 = db
         .query_one("SELECT max_attempts FROM webhook_outbox.deliveries WHERE event_id = 'placeholders'", &[])
         .expect("the row")

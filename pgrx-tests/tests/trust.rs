@@ -310,6 +310,8 @@ fn pg_dump_keeps_endpoints_flags_and_the_outbox() {
     let ep =
         outbox::create_endpoint(&mut src, &rx.url(), &EndpointOpts { max_attempts: Some(7), ..Default::default() });
     let ids = outbox::enqueue_seq(&mut src, ep.id, 5);
+    // And an event emit() wrote, still in the intake: nothing moves it here.
+    src.batch_execute("SELECT webhook_outbox.emit('test.event', '{\"n\": \"emitted\"}', 'emitted-1')").expect("emit");
     src.batch_execute(
         "SELECT webhook_outbox.set_rollout('checkout', 10, description => 'canary');
          SELECT webhook_outbox.allowlist_add('checkout', 'qa-1');",
@@ -351,7 +353,9 @@ fn pg_dump_keeps_endpoints_flags_and_the_outbox() {
     for id in ids.iter().chain([&next]) {
         outbox::wait_for_status(&mut dst, *id, "sent", Duration::from_secs(30));
     }
-    let requests = rx.wait_for_requests(6, Duration::from_secs(5));
+    outbox::wait_for_all(&mut dst, ep.id, "sent", Duration::from_secs(30));
+    let requests = rx.wait_for_requests(7, Duration::from_secs(5));
+    assert!(requests.iter().any(|r| r.webhook_id() == "emitted-1"), "the emitted event was lost");
     for r in &requests {
         r.verify_signature(&ep.secret).expect("signature with the restored secret");
     }

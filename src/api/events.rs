@@ -1,7 +1,10 @@
 //! Putting events into the outbox: `emit` (to every subscribed endpoint) and
 //! `enqueue` (to one), and the path they share with `backfill`: every event
-//! passes [`check_event`] and is written by [`insert_event`], in the caller's
-//! transaction, so that an event exists iff that transaction commits.
+//! passes [`check_event`] and is written by one statement in the caller's
+//! transaction, so that an event exists iff that transaction commits:
+//! [`insert_event`] into deliveries for `enqueue` and `backfill`, which return
+//! what they created; into the intake for `emit`, the call applications make
+//! from their hottest triggers (sql/schema.sql says why).
 //!
 //! In Rust, not PL/pgSQL: applications call `emit` from triggers on their
 //! busiest tables, and each PL/pgSQL layer (a `SET search_path` on entry and
@@ -25,14 +28,55 @@ use pgrx::PgSqlErrorCode;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
+use std::thread::LocalKey;
 use webhook_outbox_core::delivery::check_event_key;
 
-const INSERT: &CStr = match CStr::from_bytes_with_nul(
-    concat!(include_str!("../../sql/queries/insert_event.sql"), "\0").as_bytes(),
-) {
-    Ok(sql) => sql,
-    Err(_) => panic!("insert_event.sql holds a NUL byte"),
-};
+/// An insert of sql/queries, prepared once per session (see [`Kept::plan`]),
+/// with its parameters' types.
+struct Kept {
+    file: &'static str,
+    sql: &'static CStr,
+    types: &'static [pg_sys::Oid],
+    plan: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
+}
+
+macro_rules! kept {
+    ($file:literal, $plan:ident, [$($ty:ident),*]) => {{
+        thread_local! {
+            static $plan: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+        }
+        Kept {
+            file: $file,
+            sql: match CStr::from_bytes_with_nul(
+                concat!(include_str!(concat!("../../sql/queries/", $file)), "\0").as_bytes(),
+            ) {
+                Ok(sql) => sql,
+                Err(_) => panic!(concat!($file, " holds a NUL byte")),
+            },
+            types: &[$(pg_sys::$ty),*],
+            plan: &$plan,
+        }
+    }};
+}
+
+static INSERT_EVENT: Kept = kept!(
+    "insert_event.sql",
+    PLAN,
+    [INT8OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID]
+);
+static INSERT_INTAKE: Kept = kept!(
+    "insert_intake.sql",
+    PLAN,
+    [
+        INT8ARRAYOID,
+        TEXTOID,
+        TEXTOID,
+        JSONBOID,
+        TEXTOID,
+        TEXTOID,
+        TEXTOID
+    ]
+);
 
 /// A `jsonb` argument kept as its datum. pgrx's `JsonB` would print it and
 /// parse the text into a `serde_json::Value`; the insert only passes it on.
@@ -178,18 +222,30 @@ fn emit(
     if flag.is_some() && !crate::rollout::decision(flag, subject_id).emit {
         return Ok(0);
     }
+    let endpoints = super::routes::endpoints_for(event_type);
+    if endpoints.is_empty() {
+        return Ok(0); // nobody subscribes: nothing is written
+    }
+    let routed = i32::try_from(endpoints.len()).unwrap_or(i32::MAX);
     let event_id = event_id_or_new(event_id);
-    let event = NewEvent {
-        endpoint: None,
-        event_id: &event_id,
-        event_type,
-        payload,
-        subject_id,
-        flag,
-        max_attempts: None,
-    };
-    let (created, _) = Spi::connect_mut(|spi| insert_event(spi, &event, status))?;
-    Ok(i32::try_from(created).unwrap_or(i32::MAX))
+    let text = |s: &str| s.into_datum();
+    let args = [
+        endpoints.into_datum(),
+        text(&event_id),
+        text(event_type),
+        Some(payload.0),
+        subject_id.and_then(text),
+        text(status),
+        flag.and_then(text),
+    ];
+    Spi::connect_mut(|_spi| {
+        // SAFETY: SPI is connected; one datum of the declared type per parameter.
+        unsafe { INSERT_INTAKE.run(&args) }
+    })?;
+    // No trigger on the intake: this is its only writer, and a trigger costs
+    // every emit. The worker moves shadow events too.
+    crate::shmem::wake_workers_at_commit();
+    Ok(routed)
 }
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
@@ -268,23 +324,18 @@ pub(crate) fn new_status(mode: Mode) -> Option<&'static str> {
     }
 }
 
-thread_local! {
-    /// The insert, prepared once per session.
-    static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-/// Writes one event where `_routes()` sends it, with `status` (see
-/// [`new_status`]); returns how many deliveries it created and the id of the
-/// first. A delivery already in the outbox for an endpoint (same event id) is
-/// left as it is. Runs in the caller's SPI connection (`_spi` proves there
-/// is one): backfill writes thousands of events in one.
+/// Writes one event where `_routes()` sends it, into deliveries, with
+/// `status` (see [`new_status`]); returns how many deliveries it created and
+/// the id of the first. A delivery already in the outbox for an endpoint
+/// (same event id) is left as it is. Runs in the caller's SPI connection
+/// (`_spi` proves there is one): backfill writes thousands of events in one.
 pub(crate) fn insert_event(
     _spi: &mut SpiClient<'_>,
     e: &NewEvent<'_>,
     status: &str,
 ) -> Result<(u64, Option<i64>), ErrorReport> {
     let text = |s: &str| s.into_datum();
-    let args: [Option<pg_sys::Datum>; 8] = [
+    let args = [
         e.endpoint.into_datum(),
         text(e.event_id),
         text(e.event_type),
@@ -294,81 +345,87 @@ pub(crate) fn insert_event(
         e.flag.and_then(text),
         e.max_attempts.into_datum(),
     ];
-    let values: Vec<pg_sys::Datum> = args
-        .iter()
-        .map(|a| a.unwrap_or(pg_sys::Datum::from(0)))
-        .collect();
-    let nulls: Vec<c_char> = args
-        .iter()
-        .map(|a| if a.is_some() { b' ' } else { b'n' } as c_char)
-        .collect();
-    // SAFETY: SPI is connected (`_spi`); the plan is ours, kept for the
-    // session; values and nulls have one entry per parameter.
-    unsafe {
-        let rc = pg_sys::SPI_execute_plan(
-            plan()?,
-            values.as_ptr().cast_mut(),
-            nulls.as_ptr(),
-            false,
-            0,
-        );
-        if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 {
-            return Err(internal(format!(
-                "insert_event: SPI_execute_plan returned {rc}"
-            )));
-        }
-        let created = pg_sys::SPI_processed;
-        let table = pg_sys::SPI_tuptable;
-        if table.is_null() {
-            return Ok((created, None));
-        }
-        let mut first = None;
-        if created > 0 {
-            let mut is_null = false;
-            let id = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-            first = (!is_null).then(|| id.value() as i64);
-        }
-        // Freed now, not when the connection ends: backfill makes thousands.
-        pg_sys::SPI_freetuptable(table);
-        Ok((created, first))
-    }
+    // SAFETY: SPI is connected (`_spi`); one datum of the declared type per parameter.
+    let (created, first) = unsafe { INSERT_EVENT.run(&args)? };
+    Ok((created, first.map(|id| id.value() as i64)))
 }
 
-/// The kept plan of [`INSERT`]: generic, so that it is planned once per
-/// session. With a plan for each call's values, PostgreSQL would plan it
-/// again every time (such a plan, for one event and one endpoint, looks
-/// cheaper than the generic one), and planning costs several times the insert.
-unsafe fn plan() -> Result<pg_sys::SPIPlanPtr, ErrorReport> {
-    let kept = PLAN.get();
-    if !kept.is_null() {
-        return Ok(kept);
+impl Kept {
+    /// Runs the insert: how many rows it wrote, and the first row's value
+    /// when it returns one, pass-by-value, column.
+    ///
+    /// # Safety
+    /// SPI is connected, and `args` has one datum of the type in `types` per parameter.
+    unsafe fn run(
+        &self,
+        args: &[Option<pg_sys::Datum>],
+    ) -> Result<(u64, Option<pg_sys::Datum>), ErrorReport> {
+        let values: Vec<pg_sys::Datum> = args
+            .iter()
+            .map(|a| a.unwrap_or(pg_sys::Datum::from(0)))
+            .collect();
+        let nulls: Vec<c_char> = args
+            .iter()
+            .map(|a| if a.is_some() { b' ' } else { b'n' } as c_char)
+            .collect();
+        unsafe {
+            let rc = pg_sys::SPI_execute_plan(
+                self.plan()?,
+                values.as_ptr().cast_mut(),
+                nulls.as_ptr(),
+                false,
+                0,
+            );
+            let inserted = [pg_sys::SPI_OK_INSERT, pg_sys::SPI_OK_INSERT_RETURNING];
+            if !inserted.iter().any(|&ok| rc == ok as i32) {
+                return Err(internal(format!(
+                    "{}: SPI_execute_plan returned {rc}",
+                    self.file
+                )));
+            }
+            let processed = pg_sys::SPI_processed;
+            let table = pg_sys::SPI_tuptable;
+            if table.is_null() {
+                return Ok((processed, None));
+            }
+            let mut first = None;
+            if processed > 0 {
+                let mut is_null = false;
+                let value =
+                    pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+                first = (!is_null).then_some(value);
+            }
+            // Freed now, not when the connection ends: backfill makes thousands.
+            pg_sys::SPI_freetuptable(table);
+            Ok((processed, first))
+        }
     }
-    let mut types = [
-        pg_sys::INT8OID,
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::JSONBOID,
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::INT4OID,
-    ];
-    // SAFETY: a NUL-terminated statement and one type per parameter.
-    let plan = unsafe {
-        pg_sys::SPI_prepare_cursor(
-            INSERT.as_ptr(),
-            types.len() as i32,
-            types.as_mut_ptr(),
-            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
-        )
-    };
-    if plan.is_null() || unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
-        return Err(internal(
-            "insert_event: cannot prepare the statement".into(),
-        ));
+
+    /// The kept plan: generic, so that it is planned once per session. With a
+    /// plan for each call's values, PostgreSQL would plan it again every time
+    /// (such a plan, for one event and one endpoint, looks cheaper than the
+    /// generic one), and planning costs several times the insert.
+    unsafe fn plan(&self) -> Result<pg_sys::SPIPlanPtr, ErrorReport> {
+        let kept = self.plan.get();
+        if !kept.is_null() {
+            return Ok(kept);
+        }
+        let mut types = self.types.to_vec();
+        // SAFETY: a NUL-terminated statement and one type per parameter.
+        let plan = unsafe {
+            pg_sys::SPI_prepare_cursor(
+                self.sql.as_ptr(),
+                types.len() as i32,
+                types.as_mut_ptr(),
+                pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+            )
+        };
+        if plan.is_null() || unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
+            return Err(internal(format!("{}: cannot prepare it", self.file)));
+        }
+        self.plan.set(plan);
+        Ok(plan)
     }
-    PLAN.set(plan);
-    Ok(plan)
 }
 
 fn internal(message: String) -> ErrorReport {

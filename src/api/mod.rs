@@ -4,4 +4,5 @@ mod attempts;
 mod backfill;
 mod endpoints;
 mod events;
+mod routes;
 mod run;

@@ -20,6 +20,7 @@ use webhook_outbox_core::ratelimit::Admit;
 // sql/queries/README.md.
 const CLAIM: &str = include_str!("../../sql/queries/claim.sql");
 const NEXT_DUE: &str = include_str!("../../sql/queries/next_due.sql");
+const ROUTE_INTAKE: &str = include_str!("../../sql/queries/route_intake.sql");
 
 pub struct Engine {
     dispatcher: Dispatcher,
@@ -284,6 +285,16 @@ impl Engine {
     pub fn idle(&self) -> bool {
         self.dispatcher.idle()
     }
+}
+
+/// Move up to `max` of emit()'s events into deliveries, as a claim does
+/// first; returns how many it moved.
+pub fn route_intake(client: &mut SpiClient<'_>, max: usize) -> spi::Result<usize> {
+    let max = max.min(i32::MAX as usize) as i32;
+    let moved = pg::execute(client, ROUTE_INTAKE, &[max.into()])?
+        .first()
+        .get_one::<i32>()?;
+    Ok(moved.unwrap_or(0).max(0) as usize)
 }
 
 /// Milliseconds until something is due, if anything is waiting.

@@ -1,29 +1,13 @@
-//! The per-backend flag cache and what keeps it fresh.
-//!
-//! Entries are valid for one value of a generation counter in shared memory,
-//! which every committed change of `feature_flags` bumps (a commit callback
-//! registered by the table's trigger). A session therefore sees a change at
-//! its next call, with no TTL; a session that changed a flag sees its own,
-//! uncommitted change at once and forgets it again if it rolls back. Without
-//! shared memory (library not preloaded) nothing is cached: every call reads
-//! the table.
+//! The per-backend flag cache. What keeps it fresh (a generation counter in
+//! shared memory, this session's own changes) is `crate::config_cache`,
+//! shared with emit()'s routes; without shared memory nothing is cached.
 
-use crate::pg::error;
-use crate::shmem::{self, GENERATION};
-use pgrx::callbacks::{
-    register_subxact_callback, register_xact_callback, PgSubXactCallbackEvent, PgXactCallbackEvent,
-};
+use crate::config_cache::{current_validity, Validity, MAX_ENTRIES};
 use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
-use pgrx::PgSqlErrorCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use webhook_outbox_core::bucket::{decide, Decision, Flag};
-
-/// A cache, not a copy of the table: lookups of many distinct (mostly
-/// unknown) keys must not grow a backend without bound.
-const MAX_ENTRIES: usize = 1024;
 
 /// Fully qualified, operator included: it runs with the owner's rights under
 /// the caller's search_path.
@@ -32,9 +16,6 @@ const LOAD_FLAG: &std::ffi::CStr = c"SELECT enabled, percentage, allowlist, deny
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
-    /// Moved on by this backend's own flag changes and their rollback.
-    static LOCAL_EPOCH: Cell<u64> = const { Cell::new(0) };
-    static CHANGED_IN_XACT: Cell<bool> = const { Cell::new(false) };
     /// `LOAD_FLAG`, prepared once per backend (kept plans are revalidated by
     /// Postgres when the table is recreated).
     static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
@@ -42,16 +23,9 @@ thread_local! {
 
 #[derive(Default)]
 struct Cache {
-    /// (shared generation, local epoch) the entries belong to.
-    valid_for: Option<(u64, u64)>,
+    valid_for: Option<Validity>,
     /// `None`: no such flag.
     flags: HashMap<String, Option<Flag>>,
-}
-
-/// What the entries must have been loaded under to be used now; `None`: no
-/// shared memory, never use them.
-fn current_validity() -> Option<(u64, u64)> {
-    shmem::available().then(|| (GENERATION.get().load(Ordering::Acquire), LOCAL_EPOCH.get()))
 }
 
 /// Whether `subject` emits under the flag `flag_key`, from the cache when it
@@ -85,44 +59,6 @@ pub fn decision(flag_key: Option<&str>, subject: Option<&str>) -> Decision {
         });
         decision
     })
-}
-
-/// A statement changed `feature_flags`: this session must see it from its next
-/// statement on, every other session once the transaction commits.
-pub fn flags_changed() {
-    invalidate_local();
-    if CHANGED_IN_XACT.replace(true) {
-        return;
-    }
-    // Commit and Abort callbacks must not raise an error: they only touch
-    // atomics and Cells.
-    register_xact_callback(PgXactCallbackEvent::Commit, || {
-        CHANGED_IN_XACT.set(false);
-        if shmem::available() {
-            GENERATION.get().fetch_add(1, Ordering::Release);
-        }
-    });
-    register_xact_callback(PgXactCallbackEvent::Abort, || {
-        CHANGED_IN_XACT.set(false);
-        invalidate_local();
-    });
-    // ROLLBACK TO SAVEPOINT (or an EXCEPTION block) undoes a change this
-    // session may already have cached.
-    register_subxact_callback(PgSubXactCallbackEvent::AbortSub, |_, _| invalidate_local());
-    // COMMIT PREPARED runs no callback of ours, so no session would learn of
-    // the change: refuse, as Postgres does for NOTIFY.
-    register_xact_callback(PgXactCallbackEvent::PrePrepare, || {
-        error(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "cannot PREPARE a transaction that has changed webhook_outbox.feature_flags",
-            "Change feature flags in a transaction of their own.",
-        )
-        .report(PgLogLevel::ERROR)
-    });
-}
-
-fn invalidate_local() {
-    LOCAL_EPOCH.set(LOCAL_EPOCH.get().wrapping_add(1));
 }
 
 /// The flag as committed now, plus this transaction's own changes, whatever

@@ -53,5 +53,5 @@ fn _rollout_phase(enabled: bool, percentage: i32) -> &'static str {
 /// Called by the trigger on `feature_flags` after every change.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _rollout_changed() {
-    cache::flags_changed()
+    crate::config_cache::changed()
 }

@@ -25,12 +25,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/claim.sql",
     name = "claim",
-    requires = ["schema", _setting]
+    requires = ["schema", "enqueue", _setting]
 );
 extension_sql_file!(
     "../../sql/endpoints.sql",
     name = "endpoints",
-    requires = [create_endpoint]
+    requires = [create_endpoint, _endpoints_changed]
 );
 extension_sql_file!(
     "../../sql/attempts.sql",

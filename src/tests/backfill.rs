@@ -124,6 +124,7 @@ fn backfill_dry_run_counts_like_the_real_run_and_writes_nothing() {
     endpoint("a", "ARRAY['order.paid']");
     endpoint("b", "NULL");
     Spi::run("SELECT webhook_outbox.emit('order.paid', '{}', 'e1')").unwrap();
+    super::route();
     let input = [
         line("e1", "order.paid"),
         line("e2", "user.created"),

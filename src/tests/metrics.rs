@@ -126,6 +126,7 @@ fn metrics_reports_a_known_setup() {
          SELECT webhook_outbox.emit('t', '{{}}', 'f1', 'u1', 'new-checkout');"
     ))
     .unwrap();
+    super::route();
 
     let text = Spi::connect_mut(render_metrics).unwrap().unwrap();
     assert_exposition(&text);

@@ -1,6 +1,6 @@
 //! Putting events in: enqueue (one endpoint) and emit (fan-out), under each mode.
 
-use super::{assert_fails, column, delivery, endpoint, enqueue, maybe, one, run, update};
+use super::{assert_fails, column, delivery, endpoint, enqueue, maybe, one, route, run, update};
 use pgrx::prelude::*;
 
 fn count(filter: &str) -> i64 {
@@ -185,6 +185,8 @@ fn emit_fans_out_to_enabled_subscribed_endpoints() {
     let [all, paid, users, _disabled] = fan_out_endpoints();
     let emit = "SELECT webhook_outbox.emit('order.paid', '{\"order\": 1}', 'evt-1', 'c-1')";
     assert_eq!(one::<i32>(emit), 2);
+    assert_eq!(count("true"), 0, "in the intake until a claim moves it");
+    assert_eq!(route(), 1);
     assert_eq!(endpoints_of("evt-1"), vec![all, paid]);
     assert_eq!(
         column::<String>(
@@ -192,18 +194,23 @@ fn emit_fans_out_to_enabled_subscribed_endpoints() {
         ),
         vec![r#"order.paid|{"order": 1}|c-1|pending"#]
     );
-    // Repeating the event creates nothing.
-    assert_eq!(one::<i32>(emit), 0);
+    // Repeating the event creates nothing more, moved apart or together.
+    assert_eq!(one::<i32>(emit), 2, "the endpoints it goes to");
+    assert_eq!(route(), 1);
     assert_eq!(count("true"), 2);
+    run("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-4'), webhook_outbox.emit('order.paid', '{}', 'evt-4')");
+    assert_eq!(route(), 2);
+    assert_eq!(endpoints_of("evt-4"), vec![all, paid]);
     assert_eq!(
         one::<i32>("SELECT webhook_outbox.emit('user.created', '{}', 'evt-2')"),
         2
     );
-    assert_eq!(endpoints_of("evt-2"), vec![all, users]);
     assert_eq!(
         one::<i32>("SELECT webhook_outbox.emit('nobody.cares', '{}', 'evt-3')"),
         1
     );
+    route();
+    assert_eq!(endpoints_of("evt-2"), vec![all, users]);
     assert_eq!(endpoints_of("evt-3"), vec![all]);
 }
 
@@ -214,6 +221,7 @@ fn emit_shares_one_generated_event_id() {
         one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}')"),
         2
     );
+    route();
     let event_id = one::<String>("SELECT DISTINCT event_id FROM webhook_outbox.deliveries");
     assert_eq!(endpoints_of(&event_id), vec![all, paid]);
     // Without an event_id, each emit is a new event.
@@ -221,6 +229,7 @@ fn emit_shares_one_generated_event_id() {
         one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}')"),
         2
     );
+    route();
     assert_eq!(count("true"), 4);
 }
 
@@ -238,6 +247,7 @@ fn emit_in_mode_off_and_shadow() {
         one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-1')"),
         2
     );
+    route();
     assert_eq!(count("status = 'shadow'"), 2);
     assert_eq!(count("true"), 2);
 }
@@ -273,6 +283,7 @@ fn emit_from_a_trigger() {
          END $$");
     run("CREATE TRIGGER orders_emit AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION orders_emit()");
     run("INSERT INTO orders VALUES (1, 9.50), (2, 20)");
+    route();
     assert_eq!(endpoints_of("order-1"), vec![all, paid]);
     assert_eq!(endpoints_of("order-2"), vec![all, paid]);
     assert_eq!(
@@ -321,4 +332,83 @@ fn enqueue_and_emit_check_event_keys_where_they_are_given() {
             ),
         ));
     }
+}
+
+#[pg_test(schema = "tests")]
+fn emit_writes_the_intake_and_the_next_claim_moves_it() {
+    let [all, paid, ..] = fan_out_endpoints();
+    run("SELECT webhook_outbox.set_rollout('f', 100)");
+    let emit = "SELECT webhook_outbox.emit('order.paid', '{\"n\": 1}', 'evt-1', 'c-1', 'f')";
+    assert_eq!(one::<i32>(emit), 2);
+    assert_eq!(
+        one::<String>(
+            "SELECT format('%s|%s|%s|%s|%s|%s', endpoint_ids, event_id, event_type, payload, subject_id, flag_key)
+             FROM webhook_outbox.intake"
+        ),
+        format!(r#"{{{all},{paid}}}|evt-1|order.paid|{{"n": 1}}|c-1|f"#)
+    );
+    // Operators see the event as a pending delivery per endpoint at once.
+    assert_eq!(
+        one::<i64>("SELECT count FROM webhook_outbox.v_queue_status WHERE status = 'pending'"),
+        2
+    );
+    assert_eq!(
+        column::<i64>("SELECT pending FROM webhook_outbox.v_webhook_health_dashboard WHERE pending > 0 ORDER BY webhook_id"),
+        vec![1, 1]
+    );
+    // An external worker's claim moves it first, and takes its deliveries.
+    run("UPDATE webhook_outbox.intake SET created_at = now() - interval '1 minute'");
+    assert_eq!(
+        column::<i64>(
+            "SELECT endpoint_id FROM webhook_outbox.get_ready_deliveries(10) ORDER BY endpoint_id"
+        ),
+        vec![all, paid]
+    );
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.intake"), 0);
+    assert_eq!(
+        column::<String>(
+            "SELECT DISTINCT format('%s|%s|%s', flag_key, created_at = now() - interval '1 minute',
+                                    next_attempt_at = created_at)
+             FROM webhook_outbox.deliveries"
+        ),
+        vec!["f|t|t"],
+        "the flag, and the time emit() gave it"
+    );
+    assert_eq!(
+        one::<i64>("SELECT count FROM webhook_outbox.v_queue_status WHERE status = 'sending'"),
+        2
+    );
+}
+
+#[pg_test(schema = "tests")]
+fn the_intake_skips_endpoints_deleted_since_emit() {
+    let [all, paid, ..] = fan_out_endpoints();
+    run("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-1')");
+    run(&format!(
+        "DELETE FROM webhook_outbox.endpoints WHERE id = {paid}"
+    ));
+    assert_eq!(route(), 1);
+    assert_eq!(endpoints_of("evt-1"), vec![all]);
+}
+
+#[pg_test(schema = "tests")]
+fn emit_sees_its_own_endpoint_changes_at_once() {
+    let [all, paid, ..] = fan_out_endpoints();
+    let emit = "SELECT webhook_outbox.emit('order.paid', '{}')";
+    assert_eq!(one::<i32>(emit), 2, "cached");
+    run(&format!(
+        "UPDATE webhook_outbox.endpoints SET enabled = false WHERE id = {paid}"
+    ));
+    assert_eq!(one::<i32>(emit), 1, "own change, before commit");
+    let b = endpoint("");
+    assert_eq!(one::<i32>(emit), 2, "a new endpoint");
+    // An EXCEPTION block rolls back a change this session had already used.
+    let (_, inside) = super::error_of(&format!(
+        "DO $$ BEGIN
+             UPDATE webhook_outbox.endpoints SET enabled = false WHERE id IN ({all}, {b});
+             RAISE EXCEPTION '%', webhook_outbox.emit('order.paid', '{{}}');
+         END $$"
+    ));
+    assert_eq!(inside, "0", "inside the block nobody subscribes");
+    assert_eq!(one::<i32>(emit), 2, "after the block's rollback");
 }

@@ -312,6 +312,7 @@ fn rollout_emit_with_a_flag() {
         Some(2),
         "4 arguments"
     );
+    super::route();
     assert_eq!(
         maybe::<String>(
             "SELECT string_agg(s, ' ' ORDER BY s COLLATE \"C\")

@@ -20,6 +20,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Shortest sleep when something is due but nothing could be claimed.
 const MIN_NAP_MS: i64 = 10;
 
+/// Under load every commit wakes the worker, and a claim's transaction costs
+/// nearly as much for one row as for a batch: claims (and moves out of the
+/// intake) start at most this often, and take what arrived meanwhile. After a
+/// quiet spell one starts at once, and after a full one too (more is
+/// waiting). Results are settled whenever they come.
+const TAKE_EVERY: Duration = Duration::from_millis(5);
+
+/// How long until the next claim may start (`None`: now); see [`TAKE_EVERY`].
+fn too_soon(last_take: Instant, more: bool) -> Option<Duration> {
+    if more {
+        return None;
+    }
+    TAKE_EVERY
+        .checked_sub(last_take.elapsed())
+        .filter(|rest| !rest.is_zero())
+}
+
 /// Longest sleep while requests are out: their results are settled at least
 /// this often, even when few come back.
 const SETTLE_EVERY: Duration = Duration::from_millis(20);
@@ -28,9 +45,13 @@ fn report_activity(text: &std::ffi::CStr) {
     unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
 }
 
-/// Wait for the latch, finished HTTP jobs, or the timeout.
-fn wait(fd: std::os::fd::RawFd, timeout: Duration) {
-    let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+/// Wait for the latch (unless `latch` is false: it stays set for later),
+/// finished HTTP jobs, or the timeout.
+fn wait(fd: std::os::fd::RawFd, timeout: Duration, latch: bool) {
+    let mut events = pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+    if latch {
+        events |= pg_sys::WL_LATCH_SET;
+    }
     if fd >= 0 {
         events |= pg_sys::WL_SOCKET_READABLE;
     }
@@ -42,7 +63,9 @@ fn wait(fd: std::os::fd::RawFd, timeout: Duration) {
             timeout.as_millis().min(i32::MAX as u128) as std::ffi::c_long,
             pg_sys::PG_WAIT_EXTENSION,
         );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
+        if latch {
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
     }
 }
 
@@ -58,8 +81,15 @@ pub(super) fn run(index: usize) {
     let mut scrape: Option<Scrape> = None;
     let mut sleep = Duration::ZERO;
     let mut last_error = String::new();
+    // When the last claim (or move) started, and whether it was full.
+    let mut last_take = Instant::now()
+        .checked_sub(TAKE_EVERY)
+        .unwrap_or_else(Instant::now);
+    let mut more = false;
+    // Commits wake the worker unless it is waiting for its next claim.
+    let mut latch = true;
     loop {
-        wait(waker.fd(), sleep);
+        wait(waker.fd(), sleep, std::mem::replace(&mut latch, true));
         waker.clear();
         // Whatever state the worker is in (paused, idle, waiting for the
         // extension), it absorbs interrupts and signal barriers here: a
@@ -113,6 +143,22 @@ pub(super) fn run(index: usize) {
         if guc::mode() != Mode::On {
             // Jobs not yet started go back at once; the next pass settles them.
             e.release_queued();
+            // Shadow events are recorded all the same: as deliveries, by the
+            // move a claim would otherwise make.
+            if let Some(rest) = too_soon(last_take, more) {
+                (sleep, latch) = (sleep.min(rest), false);
+                continue;
+            }
+            last_take = Instant::now();
+            let batch = guc::batch_size();
+            let moved = installed_transaction(|c| pipeline::route_intake(c, batch));
+            more = matches!(moved, Ok(Some(n)) if n == batch);
+            if more {
+                sleep = Duration::ZERO;
+            }
+            if let Err(err) = moved {
+                note_error(index, &mut last_error, &format!("intake: {err}"));
+            }
             report_activity(c"paused (webhook_outbox.mode is not on)");
             continue;
         }
@@ -127,6 +173,11 @@ pub(super) fn run(index: usize) {
         if want == 0 || (want < batch / 2 && outstanding > 0) {
             continue;
         }
+        if let Some(rest) = too_soon(last_take, more) {
+            (sleep, latch) = (sleep.min(rest), false);
+            continue;
+        }
+        last_take = Instant::now();
         report_activity(c"claiming");
         let claimed = installed_transaction(|c| {
             let claimed = e.claim(c, want)?;
@@ -151,16 +202,21 @@ pub(super) fn run(index: usize) {
         });
         match claimed {
             Ok(Some((jobs, due))) => {
+                more = due == Some(Duration::ZERO);
                 // Committed: only now may the requests leave.
                 e.submit(jobs);
                 sleep = sleep.min(due.unwrap_or(sleep));
             }
             Ok(None) => {
                 // Dropped: what is queued has nowhere to be settled.
+                more = false;
                 engine = None;
                 report_activity(c"waiting for CREATE EXTENSION webhook_outbox");
             }
-            Err(err) => note_error(index, &mut last_error, &format!("claim: {err}")),
+            Err(err) => {
+                more = false;
+                note_error(index, &mut last_error, &format!("claim: {err}"))
+            }
         }
     }
     if let Some(e) = engine {
@@ -226,7 +282,7 @@ fn shutdown(mut e: Engine, waker: &Waker) {
     e.release_queued();
     let deadline = Instant::now() + e.timeout().min(SHUTDOWN_GRACE);
     while !e.idle() && Instant::now() < deadline {
-        wait(waker.fd(), Duration::from_millis(50));
+        wait(waker.fd(), Duration::from_millis(50), true);
         waker.clear();
     }
     match installed_transaction(|c| e.settle(c)) {

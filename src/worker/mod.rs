@@ -36,7 +36,7 @@ pub fn register() {
 pub extern "C-unwind" fn webhook_outbox_worker_main(arg: pg_sys::Datum) {
     let index =
         unsafe { i32::from_polymorphic_datum(arg, false, pg_sys::INT4OID) }.unwrap_or(0) as usize;
-    wake::IS_WORKER.set(true);
+    shmem::mark_worker();
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = guc::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);

@@ -50,20 +50,26 @@ fn spi_transaction<R>(
 /// its own (see the file for the conditions).
 const INSTALLED: &str = include_str!("../../sql/queries/installed.sql");
 
+thread_local! {
+    /// The extension's oid the last transaction found: the next one locks it
+    /// before it checks, so that one check is enough.
+    static LAST_INSTALLED: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+}
+
 /// Whether the extension is installed (see `INSTALLED`), held so until the
 /// transaction ends: the lock makes a concurrent DROP EXTENSION wait, so no
 /// schema can be planted between the check and the statements after it.
+/// The check runs after the lock is held: on the oid found last time (the
+/// same extension, every transaction but the first), or else on the oid the
+/// check finds, checked again once locked (dropped while we waited?).
 fn installed(client: &mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<bool> {
     let extension = |c: &mut pgrx::spi::SpiClient<'_>| -> pgrx::spi::Result<Option<pg_sys::Oid>> {
         crate::pg::execute(c, INSTALLED, &[])?
             .first()
             .get_one::<pg_sys::Oid>()
     };
-    let Some(oid) = extension(client)? else {
-        return Ok(false);
-    };
     // SAFETY: a lock on a catalog object, released at the end of the transaction.
-    unsafe {
+    let lock = |oid: pg_sys::Oid| unsafe {
         pg_sys::LockDatabaseObject(
             pg_sys::ExtensionRelationId,
             oid,
@@ -71,8 +77,24 @@ fn installed(client: &mut pgrx::spi::SpiClient<'_>) -> pgrx::spi::Result<bool> {
             pg_sys::AccessShareLock as pg_sys::LOCKMODE,
         )
     };
-    // Dropped while we waited for the lock?
-    Ok(extension(client)? == Some(oid))
+    let mut locked = LAST_INSTALLED.get();
+    if let Some(oid) = locked {
+        lock(oid);
+    }
+    loop {
+        let found = extension(client)?;
+        LAST_INSTALLED.set(found);
+        match found {
+            None => return Ok(false),
+            Some(oid) if Some(oid) == locked => return Ok(true),
+            Some(oid) => {
+                // A lock on an oid that is not (or no longer) the extension's
+                // is harmless, and ends with the transaction.
+                lock(oid);
+                locked = Some(oid);
+            }
+        }
+    }
 }
 
 /// `spi_transaction`, run only if the extension is installed (`None` if not):
