@@ -82,7 +82,8 @@ tls_certificates() {
     chmod 644 "$dir/ca.pem"
 }
 
-nginx_stop() { [ -f "$1/nginx.pid" ] && kill "$(cat "$1/nginx.pid")" 2>/dev/null; sleep 0.2; true; }
+# A pid file left by an nginx already gone is no error (set -e would end the script).
+nginx_stop() { if [ -f "$1/nginx.pid" ]; then kill "$(cat "$1/nginx.pid")" 2>/dev/null || true; fi; sleep 0.2; }
 
 # SQL for an AFTER INSERT trigger on TABLE (an order table: id, customer,
 # amount) that emit()s an 'order.paid' event for each row, as applications

@@ -93,8 +93,6 @@ AS $$
 DECLARE
     few integer := ceil(max_rows / 8.0);
 BEGIN
-    -- emit()'s events first, so that this claim sees them.
-    PERFORM _route_intake(max_rows);
     -- PL/pgSQL rather than SQL: the plan is cached for the session, and the
     -- worker calls this for every batch. One statement: each one more is a
     -- few dozen microseconds on every delivery's way out at low load.
@@ -266,9 +264,7 @@ BEGIN
         FROM walk w
         WHERE w.endpoint_id IS NOT NULL
     )
-    SELECT least(min(greatest(n.at, _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until))),
-                 -- Events left in the intake (the claim moves a batch's worth): now.
-                 (SELECT now() FROM intake i LIMIT 1))
+    SELECT min(greatest(n.at, _admits_from(h.circuit_state, h.circuit_opened_at, h.circuit_probe_until)))
     FROM walk w
     JOIN endpoints e ON e.id = w.endpoint_id
     JOIN health_metrics h ON h.webhook_id = e.id
@@ -299,6 +295,11 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval, got %', lease
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the time a delivery stays reserved for you, e.g. ''30 seconds''.';
+    END IF;
+    -- emit()'s events first, unless a worker moves them (in transactions of
+    -- its own: this caller's may stay open).
+    IF NOT _worker_serves_here() THEN
+        PERFORM _route_intake(batch_size);
     END IF;
     RETURN QUERY SELECT * FROM _claim(batch_size, lease);
 END

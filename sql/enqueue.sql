@@ -3,7 +3,7 @@
 -- each event is checked there and written by one statement in the caller's
 -- transaction: an event exists iff that transaction commits. enqueue() and
 -- backfill() write deliveries (sql/queries/insert_event.sql); emit() writes
--- the intake (sql/queries/insert_intake.sql), which the next claim turns into
+-- the intake (sql/queries/insert_intake.sql), which the worker turns into
 -- deliveries (_route_intake, below). Here: where an event goes, the
 -- functions' comments, and the wake-up at commit.
 
@@ -11,7 +11,7 @@
 -- the caller chose it), or, with none named, to every enabled endpoint
 -- subscribed to its type; with the attempts its rows get (the override, else
 -- the endpoint's, else the setting). Plain SQL, so that it is inlined into
--- the inserts (sql/queries/insert_event.sql, insert_intake.sql, _route_intake) and backfill's count
+-- the inserts (sql/queries/insert_event.sql, _move_intake), emit()'s routes (sql/queries/routes.sql) and backfill's count
 -- (sql/queries/backfill_chunk.sql); the first branch reads the primary key,
 -- the second runs only when no endpoint is named.
 CREATE FUNCTION _routes(named_endpoint bigint, event_type text, attempts_override integer)
@@ -34,14 +34,51 @@ $$;
 COMMENT ON FUNCTION _routes(bigint, text, integer) IS
 'Internal: the endpoints an event goes to (the one named, else every enabled endpoint subscribed to its type) and their max_attempts.';
 
--- The intake's events into deliveries: up to max_events of the oldest, each
--- for every endpoint emit() routed it to that still exists, with the status
--- and the time emit() gave it (so it is due, and ordered, from then). The
--- same (endpoint, event_id) twice is one delivery, as with enqueue().
--- Events another claim is moving are skipped. Run by _claim before it
--- claims (so every worker, run_once() and get_ready_deliveries() see emit()'s
--- events), and by the worker while the mode is not on (so that shadow events
--- are recorded). Returns the events moved.
+-- The intake's events into deliveries: each for every endpoint emit() routed
+-- it to that still exists (and existed then: ids are not reused after a
+-- TRUNCATE ... RESTART IDENTITY), with the status and the time emit() gave it
+-- (so it is due, and ordered, from then). The same (endpoint, event_id) twice
+-- is one delivery, as with enqueue(): the first to reach deliveries wins.
+-- Rows in (endpoint, event) order, so that two routers meeting the same
+-- duplicates wait on each other in one order, never in a cycle. Returns the
+-- events moved. Called only by _route_intake(), whose settings it runs under.
+CREATE FUNCTION _move_intake(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE STRICT
+AS $$
+DECLARE
+    moved integer;
+BEGIN
+    WITH taken AS (
+        -- The ids as an array: one index scan, never a join over the intake.
+        DELETE FROM intake i WHERE i.id = ANY (ids)
+        RETURNING i.*
+    ), created AS (
+        INSERT INTO deliveries AS d
+            (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts, flag_key,
+             created_at, next_attempt_at)
+        SELECT r.endpoint_id, t.event_id, t.event_type, t.payload, t.subject_id, t.status, r.max_attempts,
+               t.flag_key, t.created_at, t.created_at
+        FROM taken t
+        CROSS JOIN LATERAL unnest(t.endpoint_ids) AS e(id)
+        CROSS JOIN LATERAL _routes(e.id, t.event_type, NULL) r
+        WHERE EXISTS (SELECT FROM endpoints x WHERE x.id = r.endpoint_id AND x.created_at <= t.created_at)
+        ORDER BY r.endpoint_id, t.event_id
+        ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
+    )
+    SELECT count(*) INTO moved FROM taken;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION _move_intake(bigint[]) IS 'Internal: the intake events of these ids into deliveries (see _route_intake).';
+
+-- Up to max_events of the intake's oldest events into deliveries, skipping
+-- those another router is moving. Run by the worker in a transaction of its
+-- own (src/worker/main_loop.rs), never inside a claim: an event can wait
+-- here on another session (the same event_id being written, uncommitted, by
+-- enqueue() or a long backfill(); its endpoint being deleted), and a claim
+-- must never. Such an event stays in the intake for the next pass; the
+-- others go on. Without a worker, run_once() and get_ready_deliveries() run it
+-- in their caller's transaction. Returns the events moved.
 CREATE FUNCTION _route_intake(max_events integer) RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, webhook_outbox, pg_temp
@@ -51,29 +88,29 @@ SET search_path = pg_catalog, webhook_outbox, pg_temp
 SET enable_seqscan = off
 SET jit = off
 SET plan_cache_mode = force_generic_plan
+SET lock_timeout = '100ms'
 AS $$
 DECLARE
-    moved integer;
+    ids bigint[] := ARRAY(SELECT x.id FROM intake x ORDER BY x.id LIMIT max_events FOR UPDATE SKIP LOCKED);
+    one bigint;
+    moved integer := 0;
 BEGIN
-    WITH taken AS (
-        -- The ids as an array: one index scan, never a join over the intake.
-        DELETE FROM intake i
-        WHERE i.id = ANY (ARRAY(SELECT x.id FROM intake x ORDER BY x.id LIMIT max_events FOR UPDATE SKIP LOCKED))
-        RETURNING i.*
-    ), created AS (
-        INSERT INTO deliveries AS d
-            (endpoint_id, event_id, event_type, payload, subject_id, status, max_attempts, flag_key,
-             created_at, next_attempt_at)
-        SELECT r.endpoint_id, t.event_id, t.event_type, t.payload, t.subject_id, t.status, r.max_attempts,
-               t.flag_key, t.created_at, t.created_at
-        FROM taken t
-        CROSS JOIN LATERAL unnest(t.endpoint_ids) WITH ORDINALITY AS e(id, n)
-        CROSS JOIN LATERAL _routes(e.id, t.event_type, NULL) r
-        ORDER BY t.id, e.n
-        ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
-    )
-    SELECT count(*) INTO moved FROM taken;
-    RETURN moved;
+    IF cardinality(ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        RETURN _move_intake(ids);
+    EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+        -- One at a time: what still waits on another session stays.
+        FOREACH one IN ARRAY ids LOOP
+            BEGIN
+                moved := moved + _move_intake(ARRAY[one]);
+            EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+                NULL;
+            END;
+        END LOOP;
+        RETURN moved;
+    END;
 END
 $$;
 COMMENT ON FUNCTION _route_intake(integer) IS
@@ -86,7 +123,7 @@ COMMENT ON FUNCTION enqueue(bigint, text, jsonb, text, text) IS
 COMMENT ON FUNCTION emit(text, jsonb, text, text, text) IS
 'Queue an event for every enabled endpoint subscribed to event_type, in the current transaction; returns how many endpoints it goes to. '
 'One event_id (generated when NULL) for all endpoints; an endpoint that already has the event_id gets no second delivery. '
-'Written to the intake, which the next claim turns into deliveries (v_queue_status counts it as pending at once). Safe to call from a trigger. '
+'Written to the intake, which the worker turns into deliveries within milliseconds (v_queue_status counts it as pending at once). Safe to call from a trigger. '
 'With a flag, nothing is queued unless should_emit_event(flag, subject_id) (a NULL subject passes only at 100%); '
 'the rows record the flag in flag_key, counted by v_rollout_status.';
 

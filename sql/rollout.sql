@@ -296,6 +296,6 @@ COMMENT ON FUNCTION _rollout_phase(boolean, integer) IS 'The phase name of a fla
 COMMENT ON FUNCTION _rollout_changed() IS
 'Invalidates this session''s caches of flags and routes now and, at commit, every session''s. Called by the feature_flags trigger.';
 
--- A session may still cache flags of an earlier install of the extension
+-- A session may still cache flags or routes of an earlier install of the extension
 -- (DROP EXTENSION fires no trigger): make it reload once this commits.
 SELECT _rollout_changed();

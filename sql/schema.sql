@@ -129,10 +129,10 @@ COMMENT ON COLUMN deliveries.attempt_count IS 'Attempts started; a claim counts 
 -- endpoint's row every concurrent emitter shares, the idempotency key, the
 -- partial indexes, the free space. An event here costs a primary key and
 -- nothing else, and emit() finds the endpoints in a per-session cache
--- (src/api/routes.rs). The next claim (_claim, any worker) or the worker's next pass
--- moves it into deliveries, one row per endpoint it was routed to
--- (_route_intake), in the claim's transaction, so that the event is never
--- both here and there, nor neither. A queue: each row lives milliseconds.
+-- (src/api/routes.rs). The worker moves it into deliveries, one row per
+-- endpoint it was routed to (_route_intake), in one transaction, so that the
+-- event is never both here and there, nor neither. A queue: while a worker
+-- runs, each row lives milliseconds.
 CREATE TABLE intake (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     endpoint_ids bigint[] NOT NULL,
@@ -149,8 +149,8 @@ CREATE TABLE intake (
 WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
       autovacuum_vacuum_cost_delay = 0);
 COMMENT ON TABLE intake IS
-'Events emit() accepted and no claim has yet turned into deliveries (one per endpoint in endpoint_ids); '
-'counted as pending (or shadow) deliveries by v_queue_status and the dashboard. Rows live until the next claim or worker pass.';
+'Events emit() accepted that the worker has not yet turned into deliveries (one per endpoint in endpoint_ids); '
+'counted as pending (or shadow) deliveries by v_queue_status and the dashboard. Without a worker, get_ready_deliveries() and run_once() move them.';
 COMMENT ON COLUMN intake.endpoint_ids IS 'The endpoints the event was routed to when emit() ran (_routes()): each gets a delivery, if it still exists.';
 
 -- What a lease means, defined once. A delivery is under a lease while

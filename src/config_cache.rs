@@ -17,15 +17,62 @@ use pgrx::callbacks::{
 };
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::thread::LocalKey;
 
 /// A cache, not a copy of the table: lookups of many distinct (mostly
 /// unknown) keys must not grow a backend without bound.
-pub(crate) const MAX_ENTRIES: usize = 1024;
+const MAX_ENTRIES: usize = 1024;
 
 /// (shared generation, local epoch): what cached entries were loaded under.
-pub(crate) type Validity = (u64, u64);
+type Validity = (u64, u64);
+
+/// One session cache: entries by key, all loaded under one validity.
+pub(crate) struct SessionCache<V> {
+    valid_for: Option<Validity>,
+    entries: HashMap<String, V>,
+}
+
+impl<V> Default for SessionCache<V> {
+    fn default() -> Self {
+        SessionCache {
+            valid_for: None,
+            entries: HashMap::new(),
+        }
+    }
+}
+
+/// `read` of the entry for `key` in `cache`, loaded by `load` when missing or
+/// no longer valid. `load` runs outside the borrow: it may raise an ERROR.
+pub(crate) fn cached<V, R>(
+    cache: &'static LocalKey<RefCell<SessionCache<V>>>,
+    key: &str,
+    load: impl FnOnce() -> V,
+    read: impl Fn(&V) -> R,
+) -> R {
+    let validity = current_validity();
+    let hit = cache.with_borrow_mut(|c| {
+        if validity.is_none() || c.valid_for != validity {
+            c.entries.clear();
+            c.valid_for = validity;
+        }
+        c.entries.get(key).map(&read)
+    });
+    if let Some(hit) = hit {
+        return hit;
+    }
+    let value = load();
+    let result = read(&value);
+    cache.with_borrow_mut(|c| {
+        if c.entries.len() >= MAX_ENTRIES {
+            c.entries.clear();
+        }
+        c.entries.insert(key.to_owned(), value);
+    });
+    result
+}
 
 thread_local! {
     /// Moved on by this backend's own changes and their rollback.
@@ -34,10 +81,10 @@ thread_local! {
 }
 
 /// What entries must have been loaded under to be used now; `None`: no
-/// shared memory, never use them. Read it before loading: a change committed
+/// shared memory, never use them. Read before loading: a change committed
 /// after that bumps the generation again, so an entry is never kept longer
 /// than it is true.
-pub(crate) fn current_validity() -> Option<Validity> {
+fn current_validity() -> Option<Validity> {
     shmem::available().then(|| (GENERATION.get().load(Ordering::Acquire), LOCAL_EPOCH.get()))
 }
 

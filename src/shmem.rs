@@ -79,7 +79,11 @@ pub static RATES: PgLwLock<Rates> = unsafe { PgLwLock::new(c"webhook_outbox_rate
 /// Moved on by every committed change of `feature_flags` or `endpoints`: the
 /// per-session caches (`config_cache`) hold entries for one value of it.
 pub static GENERATION: PgAtomic<AtomicU64> =
-    unsafe { PgAtomic::new(c"webhook_outbox_rollout_generation") };
+    unsafe { PgAtomic::new(c"webhook_outbox_config_generation") };
+
+/// Moved on by every committed transaction that wrote the intake (emit()):
+/// the worker moves the intake only when it has moved since its last look.
+pub static INTAKE: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"webhook_outbox_intake_commits") };
 
 /// Set in the postmaster before it forks, so every backend inherits it.
 static AVAILABLE: AtomicBool = AtomicBool::new(false);
@@ -94,6 +98,7 @@ pub fn init() {
     pg_shmem_init!(RATES = Rates::default());
     AVAILABLE.store(true, Ordering::Relaxed);
     pg_shmem_init!(GENERATION);
+    pg_shmem_init!(INTAKE);
 }
 
 pub fn available() -> bool {
@@ -103,6 +108,7 @@ pub fn available() -> bool {
 thread_local! {
     static IN_WORKER: Cell<bool> = const { Cell::new(false) };
     static WAKE_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    static INTAKE_WRITTEN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Called by a worker process at its start: its own commits wake nobody.
@@ -111,18 +117,34 @@ pub fn mark_worker() {
 }
 
 /// Set the workers' latches when the current transaction commits (once per
-/// transaction, however many events it wrote): what emit() and the trigger
-/// on deliveries call.
-pub fn wake_workers_at_commit() {
-    if IN_WORKER.get() || WAKE_REGISTERED.get() || !available() {
+/// transaction, however many events it wrote): what emit() (`intake`: it
+/// wrote the intake) and the trigger on deliveries call.
+pub fn wake_workers_at_commit(intake: bool) {
+    if IN_WORKER.get() || !available() {
         return;
     }
-    WAKE_REGISTERED.set(true);
+    if intake {
+        INTAKE_WRITTEN.set(true);
+    }
+    if WAKE_REGISTERED.replace(true) {
+        return;
+    }
     register_xact_callback(PgXactCallbackEvent::Commit, || {
         WAKE_REGISTERED.set(false);
+        if INTAKE_WRITTEN.replace(false) {
+            INTAKE.get().fetch_add(1, Ordering::Release);
+        }
         wake_all();
     });
-    register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_REGISTERED.set(false));
+    register_xact_callback(PgXactCallbackEvent::Abort, || {
+        WAKE_REGISTERED.set(false);
+        INTAKE_WRITTEN.set(false);
+    });
+}
+
+/// How many transactions have written the intake (see `INTAKE`).
+pub fn intake_commits() -> u64 {
+    INTAKE.get().load(Ordering::Acquire)
 }
 
 /// Set every running worker's latch. Called from commit callbacks: it must

@@ -108,11 +108,8 @@ pub fn wait_for_all(db: &mut impl GenericClient, endpoint: i64, status: &str, ti
 /// moved out of the intake included (as v_queue_status counts them).
 pub fn statuses(db: &mut impl GenericClient, endpoint: i64) -> Vec<(String, i64)> {
     db.query(
-        "SELECT status, sum(n)::bigint FROM (
-             SELECT status, count(*) AS n FROM webhook_outbox.deliveries WHERE endpoint_id = $1 GROUP BY 1
-             UNION ALL
-             SELECT status, count(*) FROM webhook_outbox.intake WHERE $1 = ANY (endpoint_ids) GROUP BY 1
-         ) s GROUP BY 1 ORDER BY 1",
+        "SELECT status, sum(deliveries)::bigint FROM webhook_outbox._queue_counts WHERE endpoint_id = $1
+         GROUP BY 1 ORDER BY 1",
         &[&endpoint],
     )
     .expect("statuses")

@@ -298,12 +298,18 @@ fn commit_wakes_the_worker_without_polling() {
     enqueue(&mut db, ep.id, &json!({"warm": "up"}));
     rx.wait_for_requests(1, SETTLE);
 
+    // Every other event emit()ted: through the intake, which the worker moves
+    // at the same wake-up.
     let mut latencies: Vec<Duration> = (1..=20)
         .map(|n| {
             // Idle again: the worker is asleep on its 60 s poll.
             std::thread::sleep(Duration::from_millis(50));
             let before_commit = Instant::now();
-            enqueue(&mut db, ep.id, &json!({"n": n}));
+            if n % 2 == 0 {
+                db.execute("SELECT webhook_outbox.emit('test.event', $1)", &[&json!({"n": n})]).expect("emit");
+            } else {
+                enqueue(&mut db, ep.id, &json!({"n": n}));
+            }
             rx.wait_for_requests(n + 1, Duration::from_secs(5))[n].at - before_commit
         })
         .collect();

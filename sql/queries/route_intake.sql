@@ -1,4 +1,4 @@
--- Move up to $1 of emit()'s events from the intake into deliveries (a claim
--- does it first; the worker runs this while the mode is not on). Returns the
--- events moved.
+-- Move up to $1 of emit()'s events from the intake into deliveries: the
+-- worker, in a transaction of its own, and run_once(), before its claim.
+-- Returns the events moved.
 SELECT webhook_outbox._route_intake($1::pg_catalog.int4)

@@ -230,7 +230,7 @@ fn emit(
     let event_id = event_id_or_new(event_id);
     let text = |s: &str| s.into_datum();
     let args = [
-        endpoints.into_datum(),
+        endpoints.as_ref().into_datum(),
         text(&event_id),
         text(event_type),
         Some(payload.0),
@@ -244,7 +244,7 @@ fn emit(
     })?;
     // No trigger on the intake: this is its only writer, and a trigger costs
     // every emit. The worker moves shadow events too.
-    crate::shmem::wake_workers_at_commit();
+    crate::shmem::wake_workers_at_commit(true);
     Ok(routed)
 }
 

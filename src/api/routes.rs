@@ -4,11 +4,11 @@
 //! emit()'s own insert cost applications a sixth of their write rate
 //! (BENCHMARKS.md); the endpoints change rarely, emit() runs on every write.
 
-use crate::config_cache::{current_validity, Validity, MAX_ENTRIES};
+use crate::config_cache::{cached, SessionCache};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::ffi::CStr;
+use std::rc::Rc;
 
 const LOAD_ROUTES: &CStr = match CStr::from_bytes_with_nul(
     concat!(include_str!("../../sql/queries/routes.sql"), "\0").as_bytes(),
@@ -17,41 +17,36 @@ const LOAD_ROUTES: &CStr = match CStr::from_bytes_with_nul(
     Err(_) => panic!("routes.sql holds a NUL byte"),
 };
 
-#[derive(Default)]
-struct Cache {
-    valid_for: Option<Validity>,
-    endpoints: HashMap<String, Vec<i64>>,
-}
+/// Lists longer than this are read again at each emit() rather than kept: a
+/// session's cache stays within 1024 types of 1,000 ids (8 MB), and reading
+/// them costs little beside writing as many ids.
+const MAX_CACHED_IDS: usize = 1_000;
 
 thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    /// Endpoint ids by event type (`None`: too many to keep).
+    static CACHE: RefCell<SessionCache<Option<Rc<[i64]>>>> = RefCell::new(SessionCache::default());
     /// `LOAD_ROUTES`, prepared once per backend.
     static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// The endpoints an event of `event_type` goes to now (none: nobody subscribes).
-pub(crate) fn endpoints_for(event_type: &str) -> Vec<i64> {
-    let validity = current_validity();
-    let cached = CACHE.with_borrow_mut(|cache| {
-        if validity.is_none() || cache.valid_for != validity {
-            cache.endpoints.clear();
-            cache.valid_for = validity;
-        }
-        cache.endpoints.get(event_type).cloned()
-    });
-    cached.unwrap_or_else(|| {
-        // Outside the borrow: the query may raise an ERROR.
-        let endpoints = load(event_type);
-        CACHE.with_borrow_mut(|cache| {
-            if cache.endpoints.len() >= MAX_ENTRIES {
-                cache.endpoints.clear();
+pub(crate) fn endpoints_for(event_type: &str) -> Rc<[i64]> {
+    let mut long = None;
+    let kept = cached(
+        &CACHE,
+        event_type,
+        || {
+            let ids = load(event_type);
+            if ids.len() <= MAX_CACHED_IDS {
+                return Some(Rc::from(ids));
             }
-            cache
-                .endpoints
-                .insert(event_type.to_owned(), endpoints.clone());
-        });
-        endpoints
-    })
+            long = Some(ids);
+            None
+        },
+        Option::clone,
+    );
+    kept.or_else(|| long.map(Rc::from))
+        .unwrap_or_else(|| Rc::from(load(event_type)))
 }
 
 /// The routes as committed now, plus this transaction's own changes, whatever
@@ -99,7 +94,9 @@ fn plan() -> pg_sys::SPIPlanPtr {
             );
         }
         // SAFETY: a valid plan; keeping moves it out of SPI's memory context.
-        unsafe { pg_sys::SPI_keepplan(plan) };
+        if unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
+            pgrx::error!("webhook_outbox: keeping the routes query failed");
+        }
         PLAN.set(plan);
     }
     PLAN.get()

@@ -27,6 +27,8 @@ fn run_once(max_rows: default!(i32, 1000)) -> Result<i64, ErrorReport> {
         // Everything runs inside this transaction, requests included: they
         // leave before it commits, so a caller that rolls back has still sent
         // them (at-least-once; receivers dedupe on webhook-id).
+        // No worker may run: emit()'s events first, so that the claim sees them.
+        crate::pipeline::route_intake(client, max_rows as usize).map_err(spi_error)?;
         let batch = engine.claim(client, max_rows as usize).map_err(spi_error)?;
         engine.submit(batch.jobs);
         let mut attempted = 0i64;

@@ -287,8 +287,8 @@ impl Engine {
     }
 }
 
-/// Move up to `max` of emit()'s events into deliveries, as a claim does
-/// first; returns how many it moved.
+/// Move up to `max` of emit()'s events into deliveries (see `_route_intake`);
+/// returns how many it moved.
 pub fn route_intake(client: &mut SpiClient<'_>, max: usize) -> spi::Result<usize> {
     let max = max.min(i32::MAX as usize) as i32;
     let moved = pg::execute(client, ROUTE_INTAKE, &[max.into()])?

@@ -2,11 +2,10 @@
 //! shared memory, this session's own changes) is `crate::config_cache`,
 //! shared with emit()'s routes; without shared memory nothing is cached.
 
-use crate::config_cache::{current_validity, Validity, MAX_ENTRIES};
+use crate::config_cache::{cached, SessionCache};
 use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use webhook_outbox_core::bucket::{decide, Decision, Flag};
 
 /// Fully qualified, operator included: it runs with the owner's rights under
@@ -15,17 +14,11 @@ const LOAD_FLAG: &std::ffi::CStr = c"SELECT enabled, percentage, allowlist, deny
     FROM webhook_outbox.feature_flags WHERE flag_key OPERATOR(pg_catalog.=) $1";
 
 thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    /// Flags by key; `None`: no such flag.
+    static CACHE: RefCell<SessionCache<Option<Flag>>> = RefCell::new(SessionCache::default());
     /// `LOAD_FLAG`, prepared once per backend (kept plans are revalidated by
     /// Postgres when the table is recreated).
     static PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-#[derive(Default)]
-struct Cache {
-    valid_for: Option<Validity>,
-    /// `None`: no such flag.
-    flags: HashMap<String, Option<Flag>>,
 }
 
 /// Whether `subject` emits under the flag `flag_key`, from the cache when it
@@ -34,31 +27,12 @@ pub fn decision(flag_key: Option<&str>, subject: Option<&str>) -> Decision {
     let Some(key) = flag_key else {
         return decide(None, subject);
     };
-    // Read before loading: a change committed after this point bumps the
-    // generation again, so an entry is never kept longer than it is true.
-    let validity = current_validity();
-    let cached = CACHE.with_borrow_mut(|cache| {
-        if validity.is_none() || cache.valid_for != validity {
-            cache.flags.clear();
-            cache.valid_for = validity;
-        }
-        cache
-            .flags
-            .get(key)
-            .map(|flag| decide(flag.as_ref(), subject))
-    });
-    cached.unwrap_or_else(|| {
-        // Outside the borrow: the query may raise an ERROR.
-        let flag = load(key);
-        let decision = decide(flag.as_ref(), subject);
-        CACHE.with_borrow_mut(|cache| {
-            if cache.flags.len() >= MAX_ENTRIES {
-                cache.flags.clear();
-            }
-            cache.flags.insert(key.to_owned(), flag);
-        });
-        decision
-    })
+    cached(
+        &CACHE,
+        key,
+        || load(key),
+        |flag| decide(flag.as_ref(), subject),
+    )
 }
 
 /// The flag as committed now, plus this transaction's own changes, whatever

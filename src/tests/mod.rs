@@ -64,8 +64,8 @@ fn run(sql: &str) {
     Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// Moves emit()'s events from the intake into deliveries, as the next claim
-/// or the worker would; returns how many it moved.
+/// Moves emit()'s events from the intake into deliveries, as the worker
+/// would; returns how many it moved.
 #[track_caller]
 fn route() -> i32 {
     one::<i32>("SELECT webhook_outbox._route_intake(10000)")

@@ -357,6 +357,7 @@ fn emit_writes_the_intake_and_the_next_claim_moves_it() {
         vec![1, 1]
     );
     // An external worker's claim moves it first, and takes its deliveries.
+    run("UPDATE webhook_outbox.endpoints SET created_at = now() - interval '2 minutes'");
     run("UPDATE webhook_outbox.intake SET created_at = now() - interval '1 minute'");
     assert_eq!(
         column::<i64>(
@@ -389,6 +390,20 @@ fn the_intake_skips_endpoints_deleted_since_emit() {
     ));
     assert_eq!(route(), 1);
     assert_eq!(endpoints_of("evt-1"), vec![all]);
+    // Nor does an endpoint newer than the event (an id used again after
+    // TRUNCATE ... RESTART IDENTITY).
+    let newer = endpoint("");
+    assert_eq!(
+        one::<i32>("SELECT webhook_outbox.emit('order.paid', '{}', 'evt-2')"),
+        2,
+        "to {all} and {newer}"
+    );
+    run("UPDATE webhook_outbox.intake SET created_at = now() - interval '1 minute'");
+    run(&format!(
+        "UPDATE webhook_outbox.endpoints SET created_at = now() - interval '2 minutes' WHERE id = {all}"
+    ));
+    assert_eq!(route(), 1);
+    assert_eq!(endpoints_of("evt-2"), vec![all]);
 }
 
 #[pg_test(schema = "tests")]

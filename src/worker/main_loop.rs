@@ -21,10 +21,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const MIN_NAP_MS: i64 = 10;
 
 /// Under load every commit wakes the worker, and a claim's transaction costs
-/// nearly as much for one row as for a batch: claims (and moves out of the
-/// intake) start at most this often, and take what arrived meanwhile. After a
-/// quiet spell one starts at once, and after a full one too (more is
-/// waiting). Results are settled whenever they come.
+/// nearly as much for one row as for a batch: a claim (or move out of the
+/// intake) that found something is followed by the next one this much later
+/// at the earliest, which takes what arrived meanwhile. One that found
+/// nothing holds nothing back, so that at low load each event leaves at
+/// once; nor does a full one (more is waiting). Results are settled whenever
+/// they come.
 const TAKE_EVERY: Duration = Duration::from_millis(5);
 
 /// How long until the next claim may start (`None`: now); see [`TAKE_EVERY`].
@@ -35,6 +37,40 @@ fn too_soon(last_take: Instant, more: bool) -> Option<Duration> {
     TAKE_EVERY
         .checked_sub(last_take.elapsed())
         .filter(|rest| !rest.is_zero())
+}
+
+/// Moving emit()'s events out of the intake, in transactions of their own
+/// (never inside a claim: an event may wait on another session, see
+/// `_route_intake`): when a transaction that wrote the intake has committed
+/// since the last move, after a full move, and once a poll interval (for an
+/// event that waited on another session, or any left from before a restart).
+struct Intake {
+    seen: Option<u64>,
+    last: Instant,
+    more: bool,
+}
+
+impl Intake {
+    fn new() -> Intake {
+        Intake {
+            seen: None,
+            last: Instant::now(),
+            more: false,
+        }
+    }
+
+    /// Events moved (none when nothing new was committed).
+    fn route(&mut self) -> Result<usize, String> {
+        let commits = shmem::intake_commits();
+        let poll = Duration::from_millis(guc::poll_interval_ms());
+        if !self.more && self.seen == Some(commits) && self.last.elapsed() < poll {
+            return Ok(0);
+        }
+        let batch = guc::batch_size();
+        let moved = installed_transaction(|c| pipeline::route_intake(c, batch))?.unwrap_or(0);
+        (self.seen, self.last, self.more) = (Some(commits), Instant::now(), moved == batch);
+        Ok(moved)
+    }
 }
 
 /// Longest sleep while requests are out: their results are settled at least
@@ -86,6 +122,7 @@ pub(super) fn run(index: usize) {
         .checked_sub(TAKE_EVERY)
         .unwrap_or_else(Instant::now);
     let mut more = false;
+    let mut intake = Intake::new();
     // Commits wake the worker unless it is waiting for its next claim.
     let mut latch = true;
     loop {
@@ -140,25 +177,26 @@ pub(super) fn run(index: usize) {
                 Err(err) => note_error(index, &mut last_error, &format!("settle: {err}")),
             }
         }
+        if let Some(rest) = too_soon(last_take, more) {
+            (sleep, latch) = (sleep.min(rest), false);
+            continue;
+        }
+        let started = Instant::now();
+        // In every mode: shadow events are recorded all the same.
+        let moved = intake.route().unwrap_or_else(|err| {
+            note_error(index, &mut last_error, &format!("intake: {err}"));
+            0
+        });
+        if moved > 0 {
+            last_take = started;
+        }
+        more = intake.more;
+        if more {
+            sleep = Duration::ZERO;
+        }
         if guc::mode() != Mode::On {
             // Jobs not yet started go back at once; the next pass settles them.
             e.release_queued();
-            // Shadow events are recorded all the same: as deliveries, by the
-            // move a claim would otherwise make.
-            if let Some(rest) = too_soon(last_take, more) {
-                (sleep, latch) = (sleep.min(rest), false);
-                continue;
-            }
-            last_take = Instant::now();
-            let batch = guc::batch_size();
-            let moved = installed_transaction(|c| pipeline::route_intake(c, batch));
-            more = matches!(moved, Ok(Some(n)) if n == batch);
-            if more {
-                sleep = Duration::ZERO;
-            }
-            if let Err(err) = moved {
-                note_error(index, &mut last_error, &format!("intake: {err}"));
-            }
             report_activity(c"paused (webhook_outbox.mode is not on)");
             continue;
         }
@@ -173,11 +211,6 @@ pub(super) fn run(index: usize) {
         if want == 0 || (want < batch / 2 && outstanding > 0) {
             continue;
         }
-        if let Some(rest) = too_soon(last_take, more) {
-            (sleep, latch) = (sleep.min(rest), false);
-            continue;
-        }
-        last_take = Instant::now();
         report_activity(c"claiming");
         let claimed = installed_transaction(|c| {
             let claimed = e.claim(c, want)?;
@@ -202,21 +235,20 @@ pub(super) fn run(index: usize) {
         });
         match claimed {
             Ok(Some((jobs, due))) => {
-                more = due == Some(Duration::ZERO);
+                if !jobs.is_empty() {
+                    last_take = started;
+                }
+                more = more || due == Some(Duration::ZERO);
                 // Committed: only now may the requests leave.
                 e.submit(jobs);
                 sleep = sleep.min(due.unwrap_or(sleep));
             }
             Ok(None) => {
                 // Dropped: what is queued has nowhere to be settled.
-                more = false;
                 engine = None;
                 report_activity(c"waiting for CREATE EXTENSION webhook_outbox");
             }
-            Err(err) => {
-                more = false;
-                note_error(index, &mut last_error, &format!("claim: {err}"))
-            }
+            Err(err) => note_error(index, &mut last_error, &format!("claim: {err}")),
         }
     }
     if let Some(e) = engine {

@@ -55,3 +55,24 @@ fn _worker_status() -> TableIterator<
     };
     TableIterator::new(rows)
 }
+
+/// Whether a background worker serves this database, and so moves emit()'s
+/// events out of the intake (get_ready_deliveries() does it otherwise).
+#[pg_extern(stable, parallel_safe)]
+fn _worker_serves_here() -> bool {
+    let serves = || {
+        let workers = shmem::WORKERS.share();
+        (0..guc::workers()).any(|i| workers.slots[i].pid != 0)
+    };
+    // SAFETY: MyDatabaseId is set in every backend that runs SQL; the name
+    // is a palloc'd C string (NULL for a database dropped meanwhile).
+    let here = unsafe {
+        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+        (!name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    shmem::available() && here.as_deref() == Some(guc::database().as_str()) && serves()
+}

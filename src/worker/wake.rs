@@ -10,6 +10,6 @@ use pgrx::prelude::*;
 fn _wake_trigger<'a>(
     _trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
-    shmem::wake_workers_at_commit();
+    shmem::wake_workers_at_commit(false);
     Ok(None)
 }
