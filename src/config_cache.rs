@@ -16,9 +16,11 @@ use pgrx::callbacks::{
     register_subxact_callback, register_xact_callback, PgSubXactCallbackEvent, PgXactCallbackEvent,
 };
 use pgrx::prelude::*;
+use pgrx::spi::SpiHeapTupleData;
 use pgrx::PgSqlErrorCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::sync::atomic::Ordering;
 use std::thread::LocalKey;
 
@@ -125,4 +127,70 @@ pub(crate) fn changed() {
 
 fn invalidate_local() {
     LOCAL_EPOCH.set(LOCAL_EPOCH.get().wrapping_add(1));
+}
+
+/// Reads the entry for `key` with `sql` (one text parameter, prepared once
+/// per session in `plan`): what is committed now plus this transaction's own
+/// changes, whatever the calling statement's snapshot, since the entry
+/// outlives the statement. `read` gets the first row, if any, inside the SPI
+/// connection; `what` names the entry in errors.
+pub(crate) fn load_latest<R>(
+    plan: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
+    sql: &CStr,
+    what: &str,
+    key: &str,
+    read: impl FnOnce(Option<SpiHeapTupleData>) -> R,
+) -> R {
+    Spi::connect(|_| {
+        // SAFETY: SPI is connected; the plan is kept for the backend's life;
+        // `read` copies what it needs before SPI_finish frees the tuple table.
+        unsafe {
+            let mut args = [key.into_datum().expect("a &str is never NULL")];
+            let status = pg_sys::SPI_execute_snapshot(
+                kept_plan(plan, sql, what),
+                args.as_mut_ptr(),
+                std::ptr::null(),
+                pg_sys::GetLatestSnapshot(),
+                std::ptr::null_mut(),
+                true,
+                false,
+                1,
+            );
+            if status != pg_sys::SPI_OK_SELECT as i32 {
+                pgrx::error!("webhook_outbox: reading {what} {key:?} failed: SPI status {status}");
+            }
+            let row = match pg_sys::SPI_processed {
+                0 => None,
+                _ => {
+                    let table = &*pg_sys::SPI_tuptable;
+                    SpiHeapTupleData::new(table.tupdesc, *table.vals).unwrap_or_else(|e| {
+                        pgrx::error!("webhook_outbox: reading {what} {key:?}: {e}")
+                    })
+                }
+            };
+            read(row)
+        }
+    })
+}
+
+fn kept_plan(
+    plan: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
+    sql: &CStr,
+    what: &str,
+) -> pg_sys::SPIPlanPtr {
+    if plan.get().is_null() {
+        let mut arg_types = [pg_sys::TEXTOID];
+        // SAFETY: called inside an SPI connection, with one argument type for
+        // the one parameter.
+        let prepared = unsafe { pg_sys::SPI_prepare(sql.as_ptr(), 1, arg_types.as_mut_ptr()) };
+        // SAFETY: keeping a valid plan moves it out of SPI's memory context.
+        if prepared.is_null() || unsafe { pg_sys::SPI_keepplan(prepared) } != 0 {
+            pgrx::error!(
+                "webhook_outbox: preparing the query of {what} failed: SPI status {}",
+                unsafe { pg_sys::SPI_result }
+            );
+        }
+        plan.set(prepared);
+    }
+    plan.get()
 }

@@ -4,7 +4,7 @@
 //! emit()'s own insert cost applications a sixth of their write rate
 //! (BENCHMARKS.md); the endpoints change rarely, emit() runs on every write.
 
-use crate::config_cache::{cached, SessionCache};
+use crate::config_cache::{cached, load_latest, SessionCache};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
@@ -49,57 +49,16 @@ pub(crate) fn endpoints_for(event_type: &str) -> Rc<[i64]> {
         .unwrap_or_else(|| Rc::from(load(event_type)))
 }
 
-/// The routes as committed now, plus this transaction's own changes, whatever
-/// the calling statement's snapshot: the entry outlives the statement (as a
-/// feature flag's, `rollout::cache`).
+/// The endpoint ids of `event_type` (see `config_cache::load_latest`).
 fn load(event_type: &str) -> Vec<i64> {
-    Spi::connect(|_| {
-        // SAFETY: SPI is connected; the plan is kept for the backend's life;
-        // the one value is copied into a Vec before SPI_finish frees it.
-        unsafe {
-            let mut args = [event_type.into_datum().expect("a &str is never NULL")];
-            let status = pg_sys::SPI_execute_snapshot(
-                plan(),
-                args.as_mut_ptr(),
-                std::ptr::null(),
-                pg_sys::GetLatestSnapshot(),
-                std::ptr::null_mut(),
-                true,
-                false,
-                1,
-            );
-            if status != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
-                pgrx::error!(
-                    "webhook_outbox: reading the endpoints of {event_type:?} failed: SPI status {status}"
-                );
-            }
-            let table = &*pg_sys::SPI_tuptable;
-            let mut is_null = false;
-            let datum = pg_sys::SPI_getbinval(*table.vals, table.tupdesc, 1, &mut is_null);
-            Vec::<i64>::from_datum(datum, is_null).unwrap_or_default()
-        }
+    load_latest(&PLAN, LOAD_ROUTES, "the endpoints of", event_type, |row| {
+        row.and_then(|row| {
+            row.get::<Vec<i64>>(1).unwrap_or_else(|e| {
+                pgrx::error!("webhook_outbox: reading the endpoints of {event_type:?}: {e}")
+            })
+        })
+        .unwrap_or_default()
     })
-}
-
-fn plan() -> pg_sys::SPIPlanPtr {
-    if PLAN.get().is_null() {
-        let mut arg_types = [pg_sys::TEXTOID];
-        // SAFETY: called inside an SPI connection, with one argument type for
-        // the one parameter.
-        let plan = unsafe { pg_sys::SPI_prepare(LOAD_ROUTES.as_ptr(), 1, arg_types.as_mut_ptr()) };
-        if plan.is_null() {
-            pgrx::error!(
-                "webhook_outbox: preparing the routes query failed: SPI status {}",
-                unsafe { pg_sys::SPI_result }
-            );
-        }
-        // SAFETY: a valid plan; keeping moves it out of SPI's memory context.
-        if unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
-            pgrx::error!("webhook_outbox: keeping the routes query failed");
-        }
-        PLAN.set(plan);
-    }
-    PLAN.get()
 }
 
 /// The trigger on `endpoints` (sql/endpoints.sql): every session reads the

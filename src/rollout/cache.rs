@@ -2,7 +2,7 @@
 //! shared memory, this session's own changes) is `crate::config_cache`,
 //! shared with emit()'s routes; without shared memory nothing is cached.
 
-use crate::config_cache::{cached, SessionCache};
+use crate::config_cache::{cached, load_latest, SessionCache};
 use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
 use std::cell::{Cell, RefCell};
@@ -35,40 +35,12 @@ pub fn decision(flag_key: Option<&str>, subject: Option<&str>) -> Decision {
     )
 }
 
-/// The flag as committed now, plus this transaction's own changes, whatever
-/// the calling statement's snapshot: the entry outlives the statement.
+/// The flag as committed now (see `config_cache::load_latest`).
 fn load(key: &str) -> Option<Flag> {
-    Spi::connect(|_| {
-        // SAFETY: SPI is connected; the plan is kept for the backend's life;
-        // the tuple table is read before SPI_finish frees it, and every value
-        // taken from it is copied into Rust types.
-        unsafe {
-            let mut args = [key.into_datum().expect("a &str is never NULL")];
-            let status = pg_sys::SPI_execute_snapshot(
-                load_plan(),
-                args.as_mut_ptr(),
-                std::ptr::null(),
-                pg_sys::GetLatestSnapshot(),
-                std::ptr::null_mut(),
-                true,
-                false,
-                1,
-            );
-            if status != pg_sys::SPI_OK_SELECT as i32 {
-                pgrx::error!(
-                    "webhook_outbox: reading feature flag {key:?} failed: SPI status {status}"
-                );
-            }
-            if pg_sys::SPI_processed == 0 {
-                return None;
-            }
-            let table = &*pg_sys::SPI_tuptable;
-            SpiHeapTupleData::new(table.tupdesc, *table.vals)
-                .and_then(|row| row.map(|row| to_flag(&row)).transpose())
-                .unwrap_or_else(|e| {
-                    pgrx::error!("webhook_outbox: reading feature flag {key:?}: {e}")
-                })
-        }
+    load_latest(&PLAN, LOAD_FLAG, "feature flag", key, |row| {
+        row.map(|row| to_flag(&row))
+            .transpose()
+            .unwrap_or_else(|e| pgrx::error!("webhook_outbox: reading feature flag {key:?}: {e}"))
     })
 }
 
@@ -89,23 +61,4 @@ fn to_flag(row: &SpiHeapTupleData) -> Result<Flag, pgrx::spi::SpiError> {
             .collect(),
         salt: row.get::<String>(5)?,
     })
-}
-
-fn load_plan() -> pg_sys::SPIPlanPtr {
-    if PLAN.get().is_null() {
-        let mut arg_types = [pg_sys::TEXTOID];
-        // SAFETY: called inside an SPI connection, with one argument type for
-        // the one parameter.
-        let plan = unsafe { pg_sys::SPI_prepare(LOAD_FLAG.as_ptr(), 1, arg_types.as_mut_ptr()) };
-        if plan.is_null() {
-            pgrx::error!(
-                "webhook_outbox: preparing the feature flag query failed: SPI status {}",
-                unsafe { pg_sys::SPI_result }
-            );
-        }
-        // SAFETY: a valid plan; keeping moves it out of SPI's memory context.
-        unsafe { pg_sys::SPI_keepplan(plan) };
-        PLAN.set(plan);
-    }
-    PLAN.get()
 }
