@@ -147,7 +147,8 @@ pub(crate) fn load_latest<R>(
         unsafe {
             let mut args = [key.into_datum().expect("a &str is never NULL")];
             let status = pg_sys::SPI_execute_snapshot(
-                kept_plan(plan, sql, what),
+                crate::pg::kept_plan(plan, sql, &[pg_sys::TEXTOID], what)
+                    .unwrap_or_else(|e| pgrx::error!("webhook_outbox: {}", e.message())),
                 args.as_mut_ptr(),
                 std::ptr::null(),
                 pg_sys::GetLatestSnapshot(),
@@ -171,26 +172,4 @@ pub(crate) fn load_latest<R>(
             read(row)
         }
     })
-}
-
-fn kept_plan(
-    plan: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
-    sql: &CStr,
-    what: &str,
-) -> pg_sys::SPIPlanPtr {
-    if plan.get().is_null() {
-        let mut arg_types = [pg_sys::TEXTOID];
-        // SAFETY: called inside an SPI connection, with one argument type for
-        // the one parameter.
-        let prepared = unsafe { pg_sys::SPI_prepare(sql.as_ptr(), 1, arg_types.as_mut_ptr()) };
-        // SAFETY: keeping a valid plan moves it out of SPI's memory context.
-        if prepared.is_null() || unsafe { pg_sys::SPI_keepplan(prepared) } != 0 {
-            pgrx::error!(
-                "webhook_outbox: preparing the query of {what} failed: SPI status {}",
-                unsafe { pg_sys::SPI_result }
-            );
-        }
-        plan.set(prepared);
-    }
-    plan.get()
 }

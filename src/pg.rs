@@ -4,13 +4,16 @@
 //! worker would otherwise parse and plan them again for each transaction).
 
 use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::PgOid;
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::PgSqlErrorCode;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::ffi::CStr;
+use std::thread::LocalKey;
 
 /// An `ERROR` a DBA can act on: SQLSTATE, message naming the bad value, hint.
 pub(crate) fn error(code: PgSqlErrorCode, message: impl Into<String>, hint: &str) -> ErrorReport {
@@ -75,4 +78,49 @@ pub fn execute<'conn>(
         };
         client.update(&*statement, None, args)
     })
+}
+
+/// The plan of `sql`, prepared on first use and kept in `cell` for the
+/// session, for statements run on raw datums (`SPI_execute_plan`,
+/// `SPI_execute_snapshot`) on every call of a hot function; [`execute`]
+/// serves the rest. A generic plan: with one made for each call's values,
+/// PostgreSQL would plan again at every call (such a plan, for one row,
+/// looks cheaper than the generic one), and planning costs more than these
+/// statements. `what` names the statement in the error.
+///
+/// # Safety
+/// SPI is connected, `types` has one type per parameter of `sql`, and `cell`
+/// keeps the plan of this `sql` only.
+pub(crate) unsafe fn kept_plan(
+    cell: &'static LocalKey<Cell<pg_sys::SPIPlanPtr>>,
+    sql: &CStr,
+    types: &[pg_sys::Oid],
+    what: &str,
+) -> Result<pg_sys::SPIPlanPtr, ErrorReport> {
+    let kept = cell.get();
+    if !kept.is_null() {
+        return Ok(kept);
+    }
+    let mut types = types.to_vec();
+    // SAFETY: a NUL-terminated statement and one type per parameter.
+    let plan = unsafe {
+        pg_sys::SPI_prepare_cursor(
+            sql.as_ptr(),
+            types.len() as i32,
+            types.as_mut_ptr(),
+            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+        )
+    };
+    // SAFETY: keeping a valid plan moves it out of SPI's memory context.
+    if plan.is_null() || unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
+        return Err(error(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("cannot prepare {what}: SPI status {}", unsafe {
+                pg_sys::SPI_result
+            }),
+            "",
+        ));
+    }
+    cell.set(plan);
+    Ok(plan)
 }

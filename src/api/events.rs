@@ -31,7 +31,7 @@ use std::ffi::{c_char, CStr};
 use std::thread::LocalKey;
 use webhook_outbox_core::delivery::check_event_key;
 
-/// An insert of sql/queries, prepared once per session (see [`Kept::plan`]),
+/// An insert of sql/queries, prepared once per session (`pg::kept_plan`),
 /// with its parameters' types.
 struct Kept {
     file: &'static str,
@@ -370,7 +370,7 @@ impl Kept {
             .collect();
         unsafe {
             let rc = pg_sys::SPI_execute_plan(
-                self.plan()?,
+                crate::pg::kept_plan(self.plan, self.sql, self.types, self.file)?,
                 values.as_ptr().cast_mut(),
                 nulls.as_ptr(),
                 false,
@@ -399,32 +399,6 @@ impl Kept {
             pg_sys::SPI_freetuptable(table);
             Ok((processed, first))
         }
-    }
-
-    /// The kept plan: generic, so that it is planned once per session. With a
-    /// plan for each call's values, PostgreSQL would plan it again every time
-    /// (such a plan, for one event and one endpoint, looks cheaper than the
-    /// generic one), and planning costs several times the insert.
-    unsafe fn plan(&self) -> Result<pg_sys::SPIPlanPtr, ErrorReport> {
-        let kept = self.plan.get();
-        if !kept.is_null() {
-            return Ok(kept);
-        }
-        let mut types = self.types.to_vec();
-        // SAFETY: a NUL-terminated statement and one type per parameter.
-        let plan = unsafe {
-            pg_sys::SPI_prepare_cursor(
-                self.sql.as_ptr(),
-                types.len() as i32,
-                types.as_mut_ptr(),
-                pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
-            )
-        };
-        if plan.is_null() || unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
-            return Err(internal(format!("{}: cannot prepare it", self.file)));
-        }
-        self.plan.set(plan);
-        Ok(plan)
     }
 }
 

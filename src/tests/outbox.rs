@@ -185,7 +185,7 @@ fn emit_fans_out_to_enabled_subscribed_endpoints() {
     let [all, paid, users, _disabled] = fan_out_endpoints();
     let emit = "SELECT webhook_outbox.emit('order.paid', '{\"order\": 1}', 'evt-1', 'c-1')";
     assert_eq!(one::<i32>(emit), 2);
-    assert_eq!(count("true"), 0, "in the intake until a claim moves it");
+    assert_eq!(count("true"), 0, "in the intake until it is moved");
     assert_eq!(route(), 1);
     assert_eq!(endpoints_of("evt-1"), vec![all, paid]);
     assert_eq!(
