@@ -7,6 +7,7 @@
 # whose AFTER INSERT trigger emit()s an event to a second endpoint (nginx on
 # loopback), the worker delivering those meanwhile; also reports the orders
 # committed and the deliveries sent per second during the measurement.
+# WORKERS=n: run n delivery workers (webhook_outbox.workers; default 1).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
@@ -15,7 +16,7 @@ WORK=${BENCH_DIR:-/tmp/wo-bench-latency}
 HTTPPORT=18209
 python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install -q 'psycopg[binary]'
 mkdir -p "$WORK"
-bench_cluster_start "$WORK/pg" 55441 "webhook_outbox.poll_interval='10s'" "max_connections=100"
+bench_cluster_start "$WORK/pg" 55441 "webhook_outbox.poll_interval='10s'" "max_connections=100" "webhook_outbox.workers=${WORKERS:-1}"
 LOADER=
 cleanup() {
     [ -n "$LOADER" ] && kill "$LOADER" 2>/dev/null && wait "$LOADER" 2>/dev/null
@@ -36,10 +37,10 @@ SQL
     pgbench -n -h "$WORK/pg" -p 55441 -U postgres -c "$LOAD" -j 2 -T 3600 -f "$WORK/load.sql" postgres >/dev/null 2>&1 &
     LOADER=$!
     sleep 3
-    WORKER_PID=$($PSQL -Atc "SELECT pid FROM webhook_outbox.v_worker_status WHERE worker = 0")
-    # Time, orders, deliveries sent, the worker's CPU time (all threads, in clock ticks).
+    WORKER_PIDS=$($PSQL -Atc "SELECT pid FROM webhook_outbox.v_worker_status WHERE pid IS NOT NULL")
+    # Time, orders, deliveries sent, the workers' CPU time (all threads, in clock ticks).
     snapshot() { echo "$($PSQL -Atc "SELECT extract(epoch FROM clock_timestamp()), (SELECT count(*) FROM orders),
-                                     (SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'sent')")|$(awk '{print $14 + $15}' /proc/$WORKER_PID/stat)"; }
+                                     (SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'sent')")|$(for p in $WORKER_PIDS; do cat /proc/$p/stat; done | awk '{t += $14 + $15} END {print t}')"; }
     BEFORE=$(snapshot)
 fi
 python3 latency.py "$WORK/pg" 55441 "$N" "$([ "${EMIT:-0}" = 1 ] && echo emit || echo enqueue)"
@@ -52,6 +53,6 @@ import sys
 dt, tick = t1 - t0, float(sys.argv[5])
 print(f"meanwhile, {sys.argv[4]} clients: {(o1 - o0) / dt:.0f} orders committed/s (each emitting one event), "
       f"{(s1 - s0) / dt:.0f} deliveries sent/s, {sys.argv[3]} waiting at the end; "
-      f"worker CPU {(c1 - c0) / tick / dt * 100:.0f}% of a core, {(c1 - c0) / tick * 1e6 / max(s1 - s0, 1):.0f} us per delivery")
+      f"workers' CPU {(c1 - c0) / tick / dt * 100:.0f}% of a core, {(c1 - c0) / tick * 1e6 / max(s1 - s0, 1):.0f} us per delivery")
 PY
 fi

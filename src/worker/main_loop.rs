@@ -44,6 +44,12 @@ fn too_soon(last_take: Instant, more: bool) -> Option<Duration> {
 /// `_route_intake`): when a transaction that wrote the intake has committed
 /// since the last move, after a full move, and once a poll interval (for an
 /// event that waited on another session, or any left from before a restart).
+///
+/// The intake is first in, first out across endpoints; the claim's fair
+/// shares per endpoint apply only once events are deliveries. So a pass moves
+/// up to [`MOVE_BATCHES`] claims' worth: when the application emits faster
+/// than the worker delivers, the backlog collects in deliveries, where a quiet
+/// endpoint's event does not wait behind a busy one's.
 struct Intake {
     seen: Option<u64>,
     last: Instant,
@@ -66,12 +72,16 @@ impl Intake {
         if !self.more && self.seen == Some(commits) && self.last.elapsed() < poll {
             return Ok(0);
         }
-        let batch = guc::batch_size();
-        let moved = installed_transaction(|c| pipeline::route_intake(c, batch))?.unwrap_or(0);
-        (self.seen, self.last, self.more) = (Some(commits), Instant::now(), moved == batch);
+        let most = MOVE_BATCHES * guc::batch_size();
+        let moved = installed_transaction(|c| pipeline::route_intake(c, most))?.unwrap_or(0);
+        (self.seen, self.last, self.more) = (Some(commits), Instant::now(), moved == most);
         Ok(moved)
     }
 }
+
+/// A move takes up to this many batches (see [`Intake`]): moving an event
+/// costs the worker about what claiming, sending and settling it does.
+const MOVE_BATCHES: usize = 4;
 
 /// Longest sleep while requests are out: their results are settled at least
 /// this often, even when few come back.
