@@ -8,6 +8,8 @@
 -- never collide with restored ones.
 SELECT pg_catalog.pg_extension_config_dump('endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('endpoints_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('endpoint_changes', '');
+SELECT pg_catalog.pg_extension_config_dump('endpoint_changes_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('deliveries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('intake', '');

@@ -8,7 +8,7 @@
 -- functions' comments, and the wake-up at commit.
 
 -- Where an event goes, in one place: to the endpoint named (enabled or not:
--- the caller chose it), or, with none named, to every enabled endpoint
+-- the caller chose it; never a deleted one), or, with none named, to every enabled endpoint
 -- subscribed to its type; with the attempts its rows get (the override, else
 -- the endpoint's, else the setting). Plain SQL, so that it is inlined into
 -- the inserts (sql/queries/insert_event.sql, _move_intake), emit()'s routes (sql/queries/routes.sql) and backfill's count
@@ -23,6 +23,7 @@ AS $$
         SELECT e.id, e.max_attempts
         FROM webhook_outbox.endpoints e
         WHERE e.id OPERATOR(pg_catalog.=) named_endpoint
+          AND e.deleted_at IS NULL
         UNION ALL
         SELECT e.id, e.max_attempts
         FROM webhook_outbox.endpoints e
@@ -41,7 +42,8 @@ COMMENT ON FUNCTION _routes(bigint, text, integer) IS
 -- is one delivery, as with enqueue(): the first to reach deliveries wins.
 -- Rows in (endpoint, event) order, so that two routers meeting the same
 -- duplicates wait on each other in one order, never in a cycle. Returns the
--- events moved. Called only by _route_intake(), whose settings it runs under.
+-- events moved. Called by _route_intake() and delete_endpoint(), whose
+-- settings (search_path) it runs under.
 CREATE FUNCTION _move_intake(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT
 AS $$

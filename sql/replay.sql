@@ -57,6 +57,9 @@ BEGIN
               AND ($2::bigint IS NULL OR d.endpoint_id = $2)
               AND ($3::text IS NULL OR d.event_type = $3)
               AND d.%1$I >= coalesce($4, '-infinity') AND d.%1$I < coalesce($5, 'infinity')
+              -- A deleted endpoint's rows would wait for ever.
+              AND NOT EXISTS (SELECT FROM webhook_outbox.endpoints e
+                              WHERE e.id = d.endpoint_id AND e.deleted_at IS NOT NULL)
             ORDER BY d.%1$I, d.id
             LIMIT $6
             %2$s
@@ -92,7 +95,7 @@ COMMENT ON FUNCTION replay_dead_letters(bigint, text, timestamptz, timestamptz, 
 'Move up to max_rows deliveries back to pending, oldest first, with attempts and errors reset; payload and event_id are never changed. '
 'Filters: endpoint_id, event_type, status (dead by default; shadow and sent can be replayed too) and a window [since, until) on the time '
 'the row reached that status (dead_at, created_at for shadow, sent_at). Every replay is logged in replay_log; returns its id, the count '
-'and the delivery ids. dry_run returns what would be requeued (replay_id NULL) and changes nothing.';
+'and the delivery ids. dry_run returns what would be requeued (replay_id NULL) and changes nothing. Deleted endpoints'' rows are never replayed.';
 
 CREATE FUNCTION requeue_dead(max_rows integer DEFAULT 100, endpoint_id bigint DEFAULT NULL, dry_run boolean DEFAULT false)
 RETURNS bigint

@@ -45,38 +45,9 @@ COMMENT ON COLUMN feature_flag_changes.changed_by IS 'session_user: the role tha
 COMMENT ON COLUMN feature_flag_changes.old_value IS 'The row before the change as jsonb; NULL for INSERT.';
 COMMENT ON COLUMN feature_flag_changes.new_value IS 'The row after the change as jsonb; NULL for DELETE and TRUNCATE.';
 
--- A restore (pg_dump keeps this table and its audit trail, sql/backup.sql)
--- inserts flags as they were, with their past updated_at: such a row, written
--- by a superuser (who alone can restore an extension), is neither stamped nor
--- audited again; its history comes back with feature_flag_changes, whose ids
--- a new audit row would collide with. Anyone else's INSERT is stamped and
--- audited like any change.
-CREATE FUNCTION _flag_restored(updated_at timestamptz) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, webhook_outbox, pg_temp
-AS $$
-    SELECT updated_at < now() AND (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)
-$$;
-COMMENT ON FUNCTION _flag_restored(timestamptz) IS
-'Internal: whether a flag being inserted comes from a restore (a superuser inserting it with a past updated_at).';
-
-CREATE FUNCTION _feature_flags_stamp() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, webhook_outbox, pg_temp
-AS $$
-BEGIN
-    IF TG_OP = 'INSERT' AND _flag_restored(NEW.updated_at) THEN
-        RETURN NEW;
-    END IF;
-    NEW.updated_at := now();
-    NEW.updated_by := session_user;
-    RETURN NEW;
-END
-$$;
-COMMENT ON FUNCTION _feature_flags_stamp() IS 'Trigger: records when and by whom a flag was last changed.';
 CREATE TRIGGER feature_flags_stamp
 BEFORE INSERT OR UPDATE ON feature_flags
-FOR EACH ROW EXECUTE FUNCTION _feature_flags_stamp();
+FOR EACH ROW EXECUTE FUNCTION _stamp();
 
 CREATE FUNCTION _feature_flags_changed() RETURNS trigger
 LANGUAGE plpgsql
@@ -86,7 +57,7 @@ BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO feature_flag_changes (flag_key, operation, old_value)
         SELECT f.flag_key, TG_OP, to_jsonb(f) FROM feature_flags f;
-    ELSIF TG_OP = 'INSERT' AND _flag_restored(NEW.updated_at) THEN
+    ELSIF TG_OP = 'INSERT' AND _restored(NEW.updated_at) THEN
         NULL;
     ELSE
         INSERT INTO feature_flag_changes (flag_key, operation, old_value, new_value)
@@ -105,21 +76,6 @@ FOR EACH ROW EXECUTE FUNCTION _feature_flags_changed();
 CREATE TRIGGER feature_flags_truncated
 BEFORE TRUNCATE ON feature_flags
 FOR EACH STATEMENT EXECUTE FUNCTION _feature_flags_changed();
-
-CREATE FUNCTION _check_name(param text, value text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, webhook_outbox, pg_temp
-AS $$
-BEGIN
-    IF value IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', param USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF btrim(value) = '' THEN
-        RAISE EXCEPTION '% must not be empty', param USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION _check_name(text, text) IS 'Raises a clear error when a flag key, subject or salt is NULL or blank.';
 
 -- The flag, locked for the caller's update, or an error naming it.
 CREATE FUNCTION _lock_flag(flag_key text) RETURNS feature_flags

@@ -55,7 +55,12 @@ CREATE TABLE endpoints (
     max_attempts    integer CHECK (max_attempts BETWEEN 1 AND 100),
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    updated_by      name NOT NULL DEFAULT session_user,
+    -- delete_endpoint() keeps the row, so that its deliveries (dead letters
+    -- among them) keep their endpoint until retention removes them.
+    deleted_at      timestamptz,
+    CHECK (deleted_at IS NULL OR NOT enabled)
 );
 COMMENT ON TABLE endpoints IS 'Webhook receivers. id is the endpoint id (webhook_id in health_metrics and the views); secret signs every request (Standard Webhooks).';
 COMMENT ON COLUMN endpoints.secret IS 'whsec_ + base64 key; never exposed by the v_ views.';
@@ -63,6 +68,92 @@ COMMENT ON COLUMN endpoints.event_types IS 'Event types emit() sends here; NULL 
 COMMENT ON COLUMN endpoints.headers IS 'Extra request headers, {"name": "value"}.';
 COMMENT ON COLUMN endpoints.rate_limit_rps IS 'Requests per second; NULL = webhook_outbox.rate_limit_rps, 0 = unlimited.';
 COMMENT ON COLUMN endpoints.max_attempts IS 'Attempts before dead; NULL = webhook_outbox.max_attempts.';
+COMMENT ON COLUMN endpoints.disabled_reason IS 'Why the endpoint is disabled (disable_endpoint(), delete_endpoint()); NULL while enabled.';
+COMMENT ON COLUMN endpoints.updated_by IS 'session_user of the last change (the login role: current_user is the extension owner inside the management functions).';
+COMMENT ON COLUMN endpoints.deleted_at IS 'When delete_endpoint() removed it: never sent to again, kept for its deliveries'' history; NULL = not deleted.';
+
+-- Every change of an endpoint, written by a trigger (sql/endpoints.sql), so
+-- that direct UPDATEs are recorded too. Never a secret: no signing secret, no
+-- header value, and of the URL only scheme, host and port (_url_origin);
+-- "changed" names every column that changed, those included.
+CREATE TABLE endpoint_changes (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- No foreign key: the trail outlives the endpoint.
+    endpoint_id bigint NOT NULL,
+    operation   text NOT NULL CHECK (operation IN ('create', 'update', 'disable', 'enable', 'delete', 'purge')),
+    changed_at  timestamptz NOT NULL DEFAULT now(),
+    changed_by  name NOT NULL DEFAULT session_user,
+    changed     text[],
+    reason      text,
+    old_value   jsonb,
+    new_value   jsonb
+);
+CREATE INDEX endpoint_changes_endpoint_idx ON endpoint_changes (endpoint_id, changed_at);
+COMMENT ON TABLE endpoint_changes IS
+'Audit trail of endpoints: who (session_user), when and what, one row per change, whether made by create_endpoint(), update_endpoint(), '
+'disable_endpoint(), enable_endpoint(), delete_endpoint() or a direct UPDATE. Holds no secret.';
+COMMENT ON COLUMN endpoint_changes.operation IS
+'create, update, disable, enable, delete (delete_endpoint()), purge (the row itself removed: DELETE or TRUNCATE).';
+COMMENT ON COLUMN endpoint_changes.changed IS 'The columns that changed (update, disable, enable, delete), secret and headers included; their values are not recorded.';
+COMMENT ON COLUMN endpoint_changes.reason IS 'disable and delete: the reason given.';
+COMMENT ON COLUMN endpoint_changes.old_value IS 'The endpoint before, without secret and header values, its URL cut to scheme, host and port; NULL for create.';
+COMMENT ON COLUMN endpoint_changes.new_value IS 'The endpoint after, likewise; NULL for purge.';
+
+-- Where a URL points, without what it may carry: scheme, host and port,
+-- never the path, query or fragment, which often hold a token of their own.
+-- What operators see of a URL (the views, the endpoint audit).
+CREATE FUNCTION _url_origin(url text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.substring(url, '^[^:/?#]+://[^/?#]*') $$;
+COMMENT ON FUNCTION _url_origin(text) IS 'Internal: scheme, host and port of a URL, without path, query or fragment.';
+
+-- A restore (pg_dump keeps the configuration and its audit trails,
+-- sql/backup.sql) inserts rows as they were, with their past updated_at:
+-- such a row, written by a superuser (who alone can restore an extension),
+-- is neither stamped nor audited again; its history comes back with the
+-- audit table, whose ids a new audit row would collide with. Anyone else's
+-- INSERT is stamped and audited like any change.
+CREATE FUNCTION _restored(updated_at timestamptz) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, webhook_outbox, pg_temp
+AS $$
+    SELECT updated_at < now() AND (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)
+$$;
+COMMENT ON FUNCTION _restored(timestamptz) IS
+'Internal: whether a row being inserted into endpoints or feature_flags comes from a restore (a superuser inserting it with a past updated_at).';
+
+CREATE FUNCTION _stamp() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, webhook_outbox, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' AND _restored(NEW.updated_at) THEN
+        RETURN NEW;
+    END IF;
+    NEW.updated_at := now();
+    NEW.updated_by := session_user;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION _stamp() IS 'Trigger: records when and by whom a row (an endpoint, a flag) was last changed.';
+CREATE TRIGGER endpoints_stamp
+BEFORE INSERT OR UPDATE ON endpoints
+FOR EACH ROW EXECUTE FUNCTION _stamp();
+
+CREATE FUNCTION _check_name(param text, value text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, webhook_outbox, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', param USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF btrim(value) = '' THEN
+        RAISE EXCEPTION '% must not be empty', param USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION _check_name(text, text) IS 'Raises a clear error when a required name (flag key, subject, salt, reason) is NULL or blank.';
 
 CREATE TABLE deliveries (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -47,8 +47,9 @@ COMMENT ON VIEW v_queue_status IS 'Deliveries per status: count and age of the o
 CREATE VIEW v_webhook_health_dashboard AS
 SELECT e.id                                        AS webhook_id,
        e.name,
-       substring(e.url FROM '^[^:/?#]+://[^/?#]*')  AS url,
+       _url_origin(e.url)                          AS url,
        e.enabled,
+       e.disabled_reason,
        h.health_status,
        h.circuit_state,
        h.circuit_opened_at,
@@ -78,8 +79,9 @@ LEFT JOIN (
     WHERE q.status IN ('pending', 'retry', 'dead')
     GROUP BY q.endpoint_id
 ) q ON q.endpoint_id = e.id
+WHERE e.deleted_at IS NULL
 ORDER BY e.id;
-COMMENT ON VIEW v_webhook_health_dashboard IS 'Per endpoint: health, circuit, success rate, average response time, queue counts, last error. url shows scheme, host and port only.';
+COMMENT ON VIEW v_webhook_health_dashboard IS 'Per endpoint (deleted ones left out): health, circuit, success rate, average response time, queue counts, last error. url shows scheme, host and port only.';
 
 CREATE VIEW v_degraded_webhooks AS
 SELECT *

@@ -319,8 +319,11 @@ fn pg_dump_keeps_endpoints_flags_and_the_outbox() {
          SELECT webhook_outbox.allowlist_add('checkout', 'qa-1');",
     )
     .expect("flags");
-    let audit_before: i64 =
-        src.query_one("SELECT count(*) FROM webhook_outbox.feature_flag_changes", &[]).unwrap().get(0);
+    src.batch_execute(&format!("SELECT webhook_outbox.update_endpoint({}, name => 'restored-one')", ep.id))
+        .expect("update");
+    let audit = "SELECT (SELECT count(*) FROM webhook_outbox.feature_flag_changes)
+                      + (SELECT count(*) FROM webhook_outbox.endpoint_changes)";
+    let audit_before: i64 = src.query_one(audit, &[]).unwrap().get(0);
 
     let dump = cluster.tool("pg_dump", &["-d", "postgres"]).stdout;
     let file = cluster.dir().join("dump.sql");
@@ -344,9 +347,8 @@ fn pg_dump_keeps_endpoints_flags_and_the_outbox() {
         .expect("restored flag");
     assert_eq!(flag.get::<_, i32>(0), 10);
     assert_eq!(flag.get::<_, Vec<String>>(1), vec!["qa-1".to_owned()]);
-    let audit_after: i64 =
-        dst.query_one("SELECT count(*) FROM webhook_outbox.feature_flag_changes", &[]).unwrap().get(0);
-    assert_eq!(audit_after, audit_before, "the audit trail is restored as it was");
+    let audit_after: i64 = dst.query_one(audit, &[]).unwrap().get(0);
+    assert_eq!(audit_after, audit_before, "the audit trails are restored as they were");
     // New ids continue after the restored ones.
     let next = outbox::enqueue(&mut dst, ep.id, &json!({"after": "restore"}));
     assert!(next > *ids.iter().max().unwrap(), "new id {next} collides with restored ones");

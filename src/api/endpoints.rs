@@ -1,7 +1,9 @@
-//! `create_endpoint`: the one API function whose checks need Rust (URL policy, secrets).
+//! `create_endpoint` and `update_endpoint`: the endpoint functions whose checks
+//! need Rust (URL policy, secrets, headers). The rest of the lifecycle
+//! (disable, enable, delete, the audit trail) is SQL: sql/endpoints.sql.
 
 use crate::guc;
-use crate::pg::{error, invalid, spi_error};
+use crate::pg::{error, invalid, not_null, spi_error};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
@@ -19,41 +21,10 @@ fn create_endpoint(
     max_attempts: default!(Option<i32>, "NULL"),
     headers: default!(Option<JsonB>, "'{}'"),
 ) -> Result<i64, ErrorReport> {
-    let url = url.ok_or_else(|| {
-        error(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "url must not be NULL",
-            "",
-        )
-    })?;
-    delivery::validate_url(url, guc::allow_http()).map_err(|e| {
-        invalid(
-            e.to_string(),
-            "Give an absolute https:// URL such as https://example.com/webhooks.",
-        )
-    })?;
-    if name.is_some_and(|n| n.trim().is_empty()) {
-        return Err(invalid(
-            "endpoint name must not be empty",
-            "Use NULL for an unnamed endpoint.",
-        ));
-    }
-    let event_types = match event_types {
-        None => None,
-        Some(types) if types.is_empty() => {
-            return Err(invalid(
-                "event_types is an empty array: the endpoint would receive nothing",
-                "Use NULL to subscribe to every event type.",
-            ))
-        }
-        Some(types) => Some(
-            types
-                .into_iter()
-                .map(|t| t.filter(|t| !t.trim().is_empty()))
-                .collect::<Option<Vec<String>>>()
-                .ok_or_else(|| invalid("event_types must not contain NULL or empty names", ""))?,
-        ),
-    };
+    let url = url.ok_or_else(|| not_null("url", ""))?;
+    check_url(url)?;
+    check_name(name, None)?;
+    let event_types = check_event_types(event_types)?;
     let secret = match secret {
         Some(s) => {
             delivery::validate_secret(s).map_err(|e| invalid(e.to_string(), ""))?;
@@ -61,41 +32,12 @@ fn create_endpoint(
         }
         None => delivery::generate_secret(),
     };
-    if let Some(rps) = rate_limit_rps {
-        if !(rps == 0.0 || (MIN_RPS..=MAX_RPS).contains(&rps)) {
-            return Err(invalid(
-                format!("rate_limit_rps must be 0 (unlimited) or between {MIN_RPS} and {MAX_RPS}, got {rps}"),
-                "Give requests per second, e.g. 10; NULL for the webhook_outbox.rate_limit_rps default.",
-            ));
-        }
-    }
-    if let Some(n) = max_attempts {
-        if !(1..=100).contains(&n) {
-            return Err(invalid(
-                format!("max_attempts must be between 1 and 100, got {n}"),
-                "",
-            ));
-        }
-    }
+    check_rate(rate_limit_rps)?;
+    check_attempts(max_attempts)?;
     let headers = headers
         .map(|h| h.0)
         .unwrap_or_else(|| serde_json::json!({}));
     check_headers(&headers)?;
-
-    if let Some(n) = name {
-        let taken = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM webhook_outbox.endpoints WHERE name = $1)",
-            &[n.into()],
-        )
-        .map_err(spi_error)?;
-        if taken == Some(true) {
-            return Err(error(
-                PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
-                format!("an endpoint named \"{n}\" already exists"),
-                "Choose another name, or update the existing endpoint.",
-            ));
-        }
-    }
     Spi::get_one_with_args::<i64>(
         "WITH e AS (
              INSERT INTO webhook_outbox.endpoints (url, name, event_types, secret, rate_limit_rps, max_attempts, headers)
@@ -117,6 +59,193 @@ fn create_endpoint(
     )
     .map_err(spi_error)?
     .ok_or_else(|| error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "endpoint insert returned no id", ""))
+}
+
+/// What `update_endpoint(reset => ...)` may put back to its default.
+const RESETTABLE: [&str; 5] = [
+    "name",
+    "event_types",
+    "rate_limit_rps",
+    "max_attempts",
+    "headers",
+];
+
+/// Changes the fields given (NULL: unchanged) and puts those named in
+/// `reset` back to their defaults, with `create_endpoint`'s checks; never
+/// the secret.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, webhook_outbox, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn update_endpoint(
+    endpoint_id: Option<i64>,
+    url: default!(Option<&str>, "NULL"),
+    name: default!(Option<&str>, "NULL"),
+    event_types: default!(Option<Vec<Option<String>>>, "NULL"),
+    rate_limit_rps: default!(Option<f64>, "NULL"),
+    max_attempts: default!(Option<i32>, "NULL"),
+    headers: default!(Option<JsonB>, "NULL"),
+    reset: default!(Option<Vec<Option<String>>>, "NULL"),
+) -> Result<bool, ErrorReport> {
+    let id = endpoint_id.ok_or_else(|| not_null("endpoint_id", ""))?;
+    let reset = reset
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            f.filter(|f| RESETTABLE.contains(&f.as_str()))
+                .ok_or_else(|| {
+                    invalid(
+                    "reset names a field that has no default",
+                    "reset may name name, event_types, rate_limit_rps, max_attempts and headers.",
+                )
+                })
+        })
+        .collect::<Result<Vec<String>, _>>()?;
+    let given = [
+        ("name", name.is_some()),
+        ("event_types", event_types.is_some()),
+        ("rate_limit_rps", rate_limit_rps.is_some()),
+        ("max_attempts", max_attempts.is_some()),
+        ("headers", headers.is_some()),
+    ];
+    if let Some((field, _)) = given
+        .iter()
+        .find(|(f, set)| *set && reset.iter().any(|r| r == f))
+    {
+        return Err(invalid(
+            format!("{field} is both given and reset"),
+            "Give a new value, or reset it to its default, not both.",
+        ));
+    }
+    if let Some(url) = url {
+        check_url(url)?;
+    }
+    check_name(name, Some(id))?;
+    let event_types = check_event_types(event_types)?;
+    check_rate(rate_limit_rps)?;
+    check_attempts(max_attempts)?;
+    let headers = headers.map(|h| h.0);
+    if let Some(h) = &headers {
+        check_headers(h)?;
+    }
+    // Locked (and found, and not deleted) before it is changed.
+    Spi::run_with_args("SELECT webhook_outbox._lock_endpoint($1)", &[id.into()])
+        .map_err(spi_error)?;
+    // Written only when something differs: an unchanged endpoint gets no
+    // audit row and keeps emit()'s route caches.
+    let changed = Spi::get_one_with_args::<i64>(
+        "WITH wanted AS (
+             SELECT e.id,
+                    coalesce($2, e.url) AS url,
+                    CASE WHEN 'name' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL ELSE coalesce($3, e.name) END AS name,
+                    CASE WHEN 'event_types' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
+                         ELSE coalesce($4, e.event_types) END AS event_types,
+                    CASE WHEN 'rate_limit_rps' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
+                         ELSE coalesce($5, e.rate_limit_rps) END AS rate_limit_rps,
+                    CASE WHEN 'max_attempts' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
+                         ELSE coalesce($6, e.max_attempts) END AS max_attempts,
+                    CASE WHEN 'headers' OPERATOR(pg_catalog.=) ANY ($8) THEN '{}'::pg_catalog.jsonb
+                         ELSE coalesce($7, e.headers) END AS headers
+             FROM webhook_outbox.endpoints e
+             WHERE e.id OPERATOR(pg_catalog.=) $1
+         ), changed AS (
+             UPDATE webhook_outbox.endpoints e
+             SET url = w.url, name = w.name, event_types = w.event_types, rate_limit_rps = w.rate_limit_rps,
+                 max_attempts = w.max_attempts, headers = w.headers
+             FROM wanted w
+             WHERE e.id OPERATOR(pg_catalog.=) w.id
+               AND (e.url, e.name, e.event_types, e.rate_limit_rps, e.max_attempts, e.headers)
+                   IS DISTINCT FROM (w.url, w.name, w.event_types, w.rate_limit_rps, w.max_attempts, w.headers)
+             RETURNING 1
+         )
+         SELECT pg_catalog.count(*) FROM changed",
+        &[
+            id.into(),
+            url.into(),
+            name.into(),
+            event_types.into(),
+            rate_limit_rps.into(),
+            max_attempts.into(),
+            headers.map(JsonB).into(),
+            reset.into(),
+        ],
+    )
+    .map_err(spi_error)?;
+    Ok(changed.unwrap_or(0) > 0)
+}
+
+fn check_url(url: &str) -> Result<(), ErrorReport> {
+    delivery::validate_url(url, guc::allow_http())
+        .map(drop)
+        .map_err(|e| {
+            invalid(
+                e.to_string(),
+                "Give an absolute https:// URL such as https://example.com/webhooks.",
+            )
+        })
+}
+
+/// A name is optional, never blank, and unique among endpoints (`except`:
+/// the one being renamed).
+fn check_name(name: Option<&str>, except: Option<i64>) -> Result<(), ErrorReport> {
+    let Some(n) = name else { return Ok(()) };
+    if n.trim().is_empty() {
+        return Err(invalid(
+            "endpoint name must not be empty",
+            "Use NULL for an unnamed endpoint.",
+        ));
+    }
+    let taken = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM webhook_outbox.endpoints
+                        WHERE name OPERATOR(pg_catalog.=) $1 AND id IS DISTINCT FROM $2)",
+        &[n.into(), except.into()],
+    )
+    .map_err(spi_error)?;
+    if taken == Some(true) {
+        return Err(error(
+            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            format!("an endpoint named \"{n}\" already exists"),
+            "Choose another name, or update the existing endpoint.",
+        ));
+    }
+    Ok(())
+}
+
+fn check_event_types(
+    event_types: Option<Vec<Option<String>>>,
+) -> Result<Option<Vec<String>>, ErrorReport> {
+    match event_types {
+        None => Ok(None),
+        Some(types) if types.is_empty() => Err(invalid(
+            "event_types is an empty array: the endpoint would receive nothing",
+            "Use NULL to subscribe to every event type.",
+        )),
+        Some(types) => types
+            .into_iter()
+            .map(|t| t.filter(|t| !t.trim().is_empty()))
+            .collect::<Option<Vec<String>>>()
+            .map(Some)
+            .ok_or_else(|| invalid("event_types must not contain NULL or empty names", "")),
+    }
+}
+
+fn check_rate(rate_limit_rps: Option<f64>) -> Result<(), ErrorReport> {
+    match rate_limit_rps {
+        Some(rps) if !(rps == 0.0 || (MIN_RPS..=MAX_RPS).contains(&rps)) => Err(invalid(
+            format!("rate_limit_rps must be 0 (unlimited) or between {MIN_RPS} and {MAX_RPS}, got {rps}"),
+            "Give requests per second, e.g. 10; NULL for the webhook_outbox.rate_limit_rps default.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_attempts(max_attempts: Option<i32>) -> Result<(), ErrorReport> {
+    match max_attempts {
+        Some(n) if !(1..=100).contains(&n) => Err(invalid(
+            format!("max_attempts must be between 1 and 100, got {n}"),
+            "",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_headers(headers: &serde_json::Value) -> Result<(), ErrorReport> {

@@ -30,7 +30,13 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/endpoints.sql",
     name = "endpoints",
-    requires = [create_endpoint, _endpoints_changed]
+    requires = [
+        "schema",
+        "enqueue",
+        create_endpoint,
+        update_endpoint,
+        _endpoints_changed
+    ]
 );
 extension_sql_file!(
     "../../sql/attempts.sql",

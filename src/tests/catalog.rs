@@ -29,6 +29,10 @@ fn objects(filter: &str) -> Vec<String> {
 fn catalog_api_signatures_and_defaults() {
     let expected = [
         ("create_endpoint", "url text, name text DEFAULT NULL::text, event_types text[] DEFAULT NULL::text[], secret text DEFAULT NULL::text, rate_limit_rps double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, headers jsonb DEFAULT '{}'::jsonb", "bigint"),
+        ("update_endpoint", "endpoint_id bigint, url text DEFAULT NULL::text, name text DEFAULT NULL::text, event_types text[] DEFAULT NULL::text[], rate_limit_rps double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, headers jsonb DEFAULT NULL::jsonb, reset text[] DEFAULT NULL::text[]", "boolean"),
+        ("disable_endpoint", "endpoint_id bigint, reason text", "boolean"),
+        ("enable_endpoint", "endpoint_id bigint", "boolean"),
+        ("delete_endpoint", "endpoint_id bigint, dead_reason text DEFAULT NULL::text", "bigint"),
         ("enqueue", "endpoint_id bigint, event_type text, payload jsonb, event_id text DEFAULT NULL::text, subject_id text DEFAULT NULL::text", "bigint"),
         ("emit", "event_type text, payload jsonb, event_id text DEFAULT NULL::text, subject_id text DEFAULT NULL::text", "integer"),
         ("get_ready_deliveries", "batch_size integer DEFAULT 10, lease interval DEFAULT '00:00:30'::interval", "SETOF webhook_outbox.deliveries"),

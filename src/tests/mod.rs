@@ -16,6 +16,7 @@ mod catalog;
 mod claim;
 mod endpoints;
 mod health;
+mod lifecycle;
 mod maintenance;
 mod metrics;
 mod outbox;
