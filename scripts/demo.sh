@@ -23,7 +23,7 @@ shared_preload_libraries = 'webhook_outbox'
 # The demo receiver is on loopback, which the SSRF guard refuses unless allowed.
 webhook_outbox.allowed_cidrs = '127.0.0.0/8'
 webhook_outbox.allow_http = on
-webhook_outbox.retry_backoff_base = '1s'
+webhook_outbox.retry_schedule = '1s,2s,4s,8s'
 webhook_outbox.circuit_open_seconds = 5
 CONF
 as_postgres "$BIN/pg_ctl" -D "$DIR/pg" -l "$DIR/pg/log" -w start >/dev/null

@@ -3,22 +3,23 @@
 -- secret format of the delivery code. Disabling, enabling, deleting and the
 -- audit trail are here.
 
-COMMENT ON FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb) IS
+COMMENT ON FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb, text) IS
 'Register a webhook receiver; returns its id (the webhook id). The URL must be https (or http while webhook_outbox.allow_http is on), '
-'without credentials. A signing secret (whsec_...) is generated when not given.';
+'without credentials. A signing secret (whsec_...) is generated when not given. retry_schedule (e.g. ''1m,10m,1h''): its own delays '
+'between retries instead of webhook_outbox.retry_schedule, and one more attempt than its steps unless max_attempts is given.';
 -- The statement that calls it holds the secret, header values and the URL
 -- (often a credential itself); on an ERROR the server would log that text
 -- (log_min_error_statement = error by default). The error message itself
 -- names no value.
-ALTER FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb)
+ALTER FUNCTION create_endpoint(text, text, text[], text, double precision, integer, jsonb, text)
     SET log_min_error_statement = panic;
 
-COMMENT ON FUNCTION update_endpoint(bigint, text, text, text[], double precision, integer, jsonb, text[]) IS
+COMMENT ON FUNCTION update_endpoint(bigint, text, text, text[], double precision, integer, jsonb, text[], text) IS
 'Change an endpoint with create_endpoint()''s checks: the arguments given change, NULL ones stay; reset names fields to put back '
-'to their defaults (name, event_types: all types, rate_limit_rps and max_attempts: the settings, headers: none). '
+'to their defaults (name, event_types: all types, rate_limit_rps, max_attempts and retry_schedule: the settings, headers: none). '
 'Returns whether anything changed. The signing secret is not changed here. emit() sees the change at its next call; '
 'deliveries already queued keep their max_attempts. Audited in endpoint_changes.';
-ALTER FUNCTION update_endpoint(bigint, text, text, text[], double precision, integer, jsonb, text[])
+ALTER FUNCTION update_endpoint(bigint, text, text, text[], double precision, integer, jsonb, text[], text)
     SET log_min_error_statement = panic;
 
 -- emit() caches where each event type goes (src/api/routes.rs): any change

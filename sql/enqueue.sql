@@ -10,7 +10,8 @@
 -- Where an event goes, in one place: to the endpoint named (enabled or not:
 -- the caller chose it; never a deleted one), or, with none named, to every enabled endpoint
 -- subscribed to its type; with the attempts its rows get (the override, else
--- the endpoint's, else the setting). Plain SQL, so that it is inlined into
+-- the endpoint's, else one more than the steps of its retry schedule, else
+-- the settings': _default_max_attempts()). Plain SQL, so that it is inlined into
 -- the inserts (sql/queries/insert_event.sql, _move_intake), emit()'s routes (sql/queries/routes.sql) and backfill's count
 -- (sql/queries/backfill_chunk.sql); the first branch reads the primary key,
 -- the second runs only when no endpoint is named.
@@ -18,14 +19,16 @@ CREATE FUNCTION _routes(named_endpoint bigint, event_type text, attempts_overrid
 RETURNS TABLE (endpoint_id bigint, max_attempts integer)
 LANGUAGE sql STABLE
 AS $$
-    SELECT t.id, coalesce(attempts_override, t.max_attempts, webhook_outbox._setting('max_attempts')::integer)
+    SELECT t.id, coalesce(attempts_override, t.max_attempts,
+                          pg_catalog.cardinality(t.retry_schedule) OPERATOR(pg_catalog.+) 1,
+                          webhook_outbox._default_max_attempts())
     FROM (
-        SELECT e.id, e.max_attempts
+        SELECT e.id, e.max_attempts, e.retry_schedule
         FROM webhook_outbox.endpoints e
         WHERE e.id OPERATOR(pg_catalog.=) named_endpoint
           AND e.deleted_at IS NULL
         UNION ALL
-        SELECT e.id, e.max_attempts
+        SELECT e.id, e.max_attempts, e.retry_schedule
         FROM webhook_outbox.endpoints e
         WHERE named_endpoint IS NULL
           AND e.enabled

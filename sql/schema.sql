@@ -53,6 +53,7 @@ CREATE TABLE endpoints (
     enabled         boolean NOT NULL DEFAULT true,
     rate_limit_rps  double precision CHECK (rate_limit_rps >= 0),
     max_attempts    integer CHECK (max_attempts BETWEEN 1 AND 100),
+    retry_schedule  interval[] CHECK (cardinality(retry_schedule) BETWEEN 1 AND 99),
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
@@ -67,7 +68,8 @@ COMMENT ON COLUMN endpoints.secret IS 'whsec_ + base64 key; never exposed by the
 COMMENT ON COLUMN endpoints.event_types IS 'Event types emit() sends here; NULL = all.';
 COMMENT ON COLUMN endpoints.headers IS 'Extra request headers, {"name": "value"}.';
 COMMENT ON COLUMN endpoints.rate_limit_rps IS 'Requests per second; NULL = webhook_outbox.rate_limit_rps, 0 = unlimited.';
-COMMENT ON COLUMN endpoints.max_attempts IS 'Attempts before dead; NULL = webhook_outbox.max_attempts.';
+COMMENT ON COLUMN endpoints.max_attempts IS 'Attempts before dead; NULL = one more than the steps of retry_schedule if set, else webhook_outbox.max_attempts.';
+COMMENT ON COLUMN endpoints.retry_schedule IS 'Delay before each retry (the last repeats), each spread by +/-10%; NULL = webhook_outbox.retry_schedule.';
 COMMENT ON COLUMN endpoints.disabled_reason IS 'Why the endpoint is disabled (disable_endpoint(), delete_endpoint()); NULL while enabled.';
 COMMENT ON COLUMN endpoints.updated_by IS 'session_user of the last change (the login role: current_user is the extension owner inside the management functions).';
 COMMENT ON COLUMN endpoints.deleted_at IS 'When delete_endpoint() removed it: never sent to again, kept for its deliveries'' history; NULL = not deleted.';

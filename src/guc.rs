@@ -27,9 +27,9 @@ pub enum Mode {
 pub const MAX_WORKERS: usize = 16;
 
 static MODE: GucSetting<Mode> = GucSetting::<Mode>::new(Mode::On);
-static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
-static RETRY_BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
-static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
+static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static RETRY_SCHEDULE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"5s,5m,30m,2h,5h,10h,10h"));
 static RETRY_AFTER_MAX_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 static CIRCUIT_FAILURE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(5);
 static CIRCUIT_OPEN_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -66,34 +66,28 @@ pub fn init(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"webhook_outbox.max_attempts",
-        c"Attempts before a delivery is dead, unless the endpoint sets its own.",
+        c"Attempts before a delivery is dead, unless the endpoint sets its own; 0 = one more than the retry schedule's steps.",
         c"",
         &MAX_ATTEMPTS,
-        1,
+        0,
         100,
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_int_guc(
-        c"webhook_outbox.retry_backoff_base",
-        c"Delay before the first retry; each later retry doubles it (with jitter).",
-        c"",
-        &RETRY_BACKOFF_BASE_MS,
-        1,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_MS,
-    );
-    GucRegistry::define_int_guc(
-        c"webhook_outbox.retry_backoff_max",
-        c"Longest delay between two retries.",
-        c"",
-        &RETRY_BACKOFF_MAX_MS,
-        1,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_MS,
-    );
+    // SAFETY: the check hook is a #[pg_guard] function.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"webhook_outbox.retry_schedule",
+            c"Delay before each retry, e.g. '5s,5m,30m,2h,5h,10h,10h'; the last one repeats.",
+            c"Units: ms, s, m, h, d. Each delay is spread by +/-10%. '5s,10s,20s,40s' with max_attempts = 5 is the original worker's.",
+            &RETRY_SCHEDULE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_retry_schedule),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"webhook_outbox.retry_after_max",
         c"Longest Retry-After a receiver may ask for; longer values are capped.",
@@ -287,9 +281,54 @@ pub fn mode() -> Mode {
 }
 pub fn retry_policy() -> webhook_outbox_core::outcome::RetryPolicy {
     webhook_outbox_core::outcome::RetryPolicy {
-        base_ms: RETRY_BACKOFF_BASE_MS.get() as u64,
-        max_ms: RETRY_BACKOFF_MAX_MS.get() as u64,
+        schedule_ms: retry_schedule(),
         retry_after_max_ms: RETRY_AFTER_MAX_S.get() as u64 * 1_000,
+    }
+}
+
+/// `retry_schedule`, parsed (its check hook refused anything else).
+fn retry_schedule() -> Vec<u64> {
+    use webhook_outbox_core::outcome::{parse_schedule, DEFAULT_SCHEDULE};
+    parse_schedule(&string(&RETRY_SCHEDULE))
+        .or_else(|_| parse_schedule(DEFAULT_SCHEDULE))
+        .unwrap_or_default()
+}
+
+/// A new delivery's attempts when neither the caller nor its endpoint says:
+/// `max_attempts`, or one more than the steps of `retry_schedule`.
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn _default_max_attempts() -> i32 {
+    match MAX_ATTEMPTS.get() {
+        0 => retry_schedule().len() as i32 + 1,
+        n => n,
+    }
+}
+
+/// Refuses a `retry_schedule` that does not parse, with what to fix.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_retry_schedule(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pgrx::pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: Postgres passes the proposed value, a C string or NULL.
+    let value = unsafe { newval.as_ref().filter(|v| !v.is_null()) }
+        .map(|v| {
+            unsafe { std::ffi::CStr::from_ptr(*v) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    match webhook_outbox_core::outcome::parse_schedule(&value) {
+        Ok(_) => true,
+        Err(e) => {
+            let detail = CString::new(e).unwrap_or_default();
+            // SAFETY: the detail is copied into the current memory context, as GUC_check_errdetail() does.
+            unsafe {
+                pgrx::pg_sys::GUC_check_errdetail_string = pgrx::pg_sys::pstrdup(detail.as_ptr())
+            };
+            false
+        }
     }
 }
 pub fn breaker_policy() -> webhook_outbox_core::circuit::BreakerPolicy {

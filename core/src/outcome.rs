@@ -5,14 +5,71 @@
 //! which asks `decide` here. Pure functions, no Postgres.
 
 /// How retries are spaced.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
-    /// Delay before the first retry.
-    pub base_ms: u64,
-    /// No delay between two retries exceeds this.
-    pub max_ms: u64,
+    /// The delay before each retry, in order (see [`parse_schedule`]); the
+    /// last one repeats for any attempt beyond.
+    pub schedule_ms: Vec<u64>,
     /// A receiver's `Retry-After` is honoured up to this.
     pub retry_after_max_ms: u64,
+}
+
+/// The default `retry_schedule`: Svix's, about 27.6 hours in all, so that
+/// an outage of a day is retried through even at the low end of the jitter.
+pub const DEFAULT_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
+
+/// The most steps a schedule may have (one more attempt each).
+pub const MAX_SCHEDULE_STEPS: usize = 99;
+
+/// The longest single step: a week.
+pub const MAX_STEP_MS: u64 = 7 * 86_400_000;
+
+/// A retry schedule as written in `webhook_outbox.retry_schedule` and
+/// `create_endpoint(retry_schedule => ...)`: delays separated by commas, each
+/// a whole number with a unit (`ms`, `s`, `min` or `m`, `h`, `d`), e.g.
+/// `5s,5m,30m,2h`. Returns the delays in milliseconds.
+pub fn parse_schedule(text: &str) -> Result<Vec<u64>, String> {
+    if text.trim().is_empty() {
+        return Err("a retry schedule needs at least one step, e.g. 5s,5m,30m".into());
+    }
+    let steps = text
+        .split(',')
+        .map(|step| {
+            let step = step.trim();
+            let digits = step
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(step.len());
+            let (number, unit) = step.split_at(digits);
+            let scale: u64 = match unit.trim() {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" | "min" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => {
+                    return Err(format!(
+                        "retry step \"{step}\" needs a unit: ms, s, m, h or d"
+                    ))
+                }
+            };
+            let ms = number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(scale))
+                .filter(|ms| (1..=MAX_STEP_MS).contains(ms))
+                .ok_or_else(|| {
+                    format!("retry step \"{step}\" must be a whole number from 1 ms to 7 d")
+                })?;
+            Ok(ms)
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    if steps.len() > MAX_SCHEDULE_STEPS {
+        return Err(format!(
+            "a retry schedule has at most {MAX_SCHEDULE_STEPS} steps, got {}",
+            steps.len()
+        ));
+    }
+    Ok(steps)
 }
 
 /// What an HTTP result says about the receiver.
@@ -56,25 +113,27 @@ impl Verdict {
     }
 }
 
-/// Exponential backoff: `base · 2^(attempt-1)`, capped, spread by ±20% so
-/// that a burst of failures does not come back as a burst of retries.
-/// `attempt` counts from 1 (the attempt that just failed); `jitter` is in [0, 1).
-pub fn backoff_ms(attempt: i32, policy: &RetryPolicy, jitter: f64) -> u64 {
-    let doublings = attempt.saturating_sub(1).clamp(0, 62) as u32;
-    let raw = policy.base_ms.saturating_mul(1u64 << doublings.min(40));
-    let capped = raw.min(policy.max_ms) as f64;
-    ((capped * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))) as u64).min(policy.max_ms)
+/// The delay after failed attempt number `attempt` (from 1): that step of
+/// the schedule (the last one beyond its end), spread by ±10% so that a
+/// burst of failures does not come back as a burst of retries. `jitter` is
+/// in [0, 1).
+pub fn backoff_ms(attempt: i32, schedule_ms: &[u64], jitter: f64) -> u64 {
+    let step = (attempt.max(1) as usize - 1).min(schedule_ms.len().saturating_sub(1));
+    let base = schedule_ms.get(step).copied().unwrap_or(MAX_STEP_MS) as f64;
+    (base * (0.9 + 0.2 * jitter.clamp(0.0, 1.0))) as u64
 }
 
 /// Decide after attempt number `attempt` (1-based) of at most `max_attempts`.
 /// A transient failure retries after `Retry-After` when the receiver gave one
 /// (capped), otherwise after the backoff step; no attempts left means dead.
+/// `schedule_ms`: the endpoint's own schedule, else the policy's.
 pub fn decide(
     class: Class,
     attempt: i32,
     max_attempts: i32,
     retry_after_ms: Option<u64>,
     policy: &RetryPolicy,
+    schedule_ms: Option<&[u64]>,
     jitter: f64,
 ) -> Verdict {
     match class {
@@ -84,7 +143,7 @@ pub fn decide(
         Class::Transient => Verdict::Retry {
             delay_ms: match retry_after_ms {
                 Some(ms) => ms.min(policy.retry_after_max_ms),
-                None => backoff_ms(attempt, policy, jitter),
+                None => backoff_ms(attempt, schedule_ms.unwrap_or(&policy.schedule_ms), jitter),
             },
         },
     }
@@ -136,11 +195,12 @@ pub fn error_text(status: Option<i32>, error: Option<&str>) -> Option<String> {
 mod tests {
     use super::*;
 
-    const POLICY: RetryPolicy = RetryPolicy {
-        base_ms: 5_000,
-        max_ms: 3_600_000,
-        retry_after_max_ms: 60_000,
-    };
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            schedule_ms: vec![5_000, 10_000, 20_000, 40_000],
+            retry_after_max_ms: 60_000,
+        }
+    }
 
     #[test]
     fn classification_table() {
@@ -169,29 +229,79 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_base_without_jitter_at_midpoint() {
-        // jitter 0.5 is the midpoint: exactly base · 2^(n-1): 5s, 10s, 20s, 40s with the default base.
-        let steps: Vec<u64> = (1..=4).map(|n| backoff_ms(n, &POLICY, 0.5)).collect();
-        assert_eq!(steps, vec![5_000, 10_000, 20_000, 40_000]);
+    fn schedules_parse_with_units_and_spaces() {
+        assert_eq!(
+            parse_schedule("5s,5m,30m,2h,5h,10h,10h"),
+            Ok(vec![
+                5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000
+            ])
+        );
+        assert_eq!(
+            parse_schedule(" 250ms , 1 min,1d "),
+            Ok(vec![250, 60_000, 86_400_000])
+        );
+        assert_eq!(parse_schedule("7d"), Ok(vec![MAX_STEP_MS]));
     }
 
     #[test]
-    fn backoff_jitter_stays_within_twenty_percent() {
-        assert_eq!(backoff_ms(1, &POLICY, 0.0), 4_000);
-        assert_eq!(backoff_ms(1, &POLICY, 0.999_999_9), 5_999);
+    fn schedules_refuse_what_is_not_a_delay() {
+        for bad in [
+            "",
+            " ",
+            "5",
+            "5s,",
+            ",5s",
+            "5x",
+            "-5s",
+            "0s",
+            "1.5s",
+            "8d",
+            "s",
+            "5s;10s",
+            "99999999999999999999d",
+        ] {
+            let err = parse_schedule(bad).expect_err(bad);
+            assert!(
+                err.contains("step") || err.contains("schedule"),
+                "{bad}: {err}"
+            );
+        }
+        let long = vec!["1s"; MAX_SCHEDULE_STEPS + 1].join(",");
+        assert!(parse_schedule(&long).unwrap_err().contains("at most"));
+        assert!(parse_schedule(&long[3..]).is_ok());
+    }
+
+    /// The default outlasts an outage of a day, even at the low end of the jitter.
+    #[test]
+    fn default_schedule_retries_through_a_day() {
+        let steps = parse_schedule(DEFAULT_SCHEDULE).unwrap();
+        let shortest: u64 = (1..=steps.len() as i32)
+            .map(|n| backoff_ms(n, &steps, 0.0))
+            .sum();
+        assert!(shortest >= 86_400_000, "{shortest} ms");
+    }
+
+    #[test]
+    fn backoff_follows_the_schedule_and_repeats_its_last_step() {
+        // jitter 0.5 is the midpoint: exactly the step.
+        let steps: Vec<u64> = (1..=6)
+            .map(|n| backoff_ms(n, &policy().schedule_ms, 0.5))
+            .collect();
+        assert_eq!(steps, vec![5_000, 10_000, 20_000, 40_000, 40_000, 40_000]);
+        assert_eq!(backoff_ms(i32::MAX, &policy().schedule_ms, 0.5), 40_000);
+        assert_eq!(backoff_ms(0, &policy().schedule_ms, 0.5), 5_000);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_ten_percent() {
+        assert_eq!(backoff_ms(1, &[5_000], 0.0), 4_500);
+        assert_eq!(backoff_ms(1, &[5_000], 0.999_999_9), 5_499);
         for _ in 0..1000 {
             let j = jitter();
             assert!((0.0..1.0).contains(&j));
-            let d = backoff_ms(3, &POLICY, j);
-            assert!((16_000..=24_000).contains(&d), "{d}");
+            let d = backoff_ms(3, &policy().schedule_ms, j);
+            assert!((18_000..=22_000).contains(&d), "{d}");
         }
-    }
-
-    #[test]
-    fn backoff_is_capped_and_never_overflows() {
-        assert_eq!(backoff_ms(30, &POLICY, 0.5), POLICY.max_ms);
-        assert_eq!(backoff_ms(i32::MAX, &POLICY, 0.999), POLICY.max_ms);
-        assert_eq!(backoff_ms(30, &POLICY, 0.0), POLICY.max_ms * 8 / 10);
     }
 
     #[test]
@@ -209,7 +319,7 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let d = |class, attempt, max, ra| decide(class, attempt, max, ra, &POLICY, 0.5);
+        let d = |class, attempt, max, ra| decide(class, attempt, max, ra, &policy(), None, 0.5);
         assert_eq!(d(Class::Success, 1, 5, None), Verdict::Sent);
         assert_eq!(d(Class::Success, 5, 5, None), Verdict::Sent);
         assert_eq!(d(Class::Permanent, 1, 5, None), Verdict::Dead);
@@ -234,5 +344,18 @@ mod tests {
         );
         assert_eq!(d(Class::Transient, 5, 5, Some(2_000)), Verdict::Dead);
         assert_eq!(Verdict::Retry { delay_ms: 1 }.status(), "retry");
+        // An endpoint's own schedule replaces the policy's.
+        assert_eq!(
+            decide(
+                Class::Transient,
+                2,
+                5,
+                None,
+                &policy(),
+                Some(&[60_000, 120_000]),
+                0.5
+            ),
+            Verdict::Retry { delay_ms: 120_000 }
+        );
     }
 }

@@ -28,13 +28,15 @@ const BASE_CONF: &[(&str, &str)] = &[
     ("webhook_outbox.rate_limit_rps", "0"),
     ("webhook_outbox.http_timeout", "1s"),
     ("webhook_outbox.connect_timeout", "1s"),
-    ("webhook_outbox.retry_backoff_base", "200ms"),
+    // The original worker's doubling, from 200 ms: five attempts.
+    ("webhook_outbox.retry_schedule", "200ms,400ms,800ms,1600ms"),
     ("webhook_outbox.circuit_open_seconds", "2"),
     ("webhook_outbox.lease", "3s"),
     ("webhook_outbox.poll_interval", "1s"),
 ];
 
-/// What `BASE_CONF` sets, for tests that reason about the timers.
+/// What `BASE_CONF` sets, for tests that reason about the timers (`BACKOFF_BASE`:
+/// the first step of its retry schedule, each later one twice the last).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(1);
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 pub const CIRCUIT_OPEN: Duration = Duration::from_secs(2);

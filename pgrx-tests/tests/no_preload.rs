@@ -96,5 +96,5 @@ fn placeholders_set_before_the_library_loads_change_nothing() {
         .query_one("SELECT max_attempts FROM webhook_outbox.deliveries WHERE event_id = 'placeholders'", &[])
         .expect("the row")
         .get(0);
-    assert_eq!(max_attempts, 5, "the default max_attempts");
+    assert_eq!(max_attempts, 5, "the server's: one more than the steps of its retry_schedule (BASE_CONF)");
 }

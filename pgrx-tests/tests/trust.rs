@@ -112,7 +112,7 @@ fn app_owns_the_database(cluster: &Cluster) {
 
 #[test]
 fn twins_in_public_never_run_as_superuser() {
-    let cluster = Cluster::start(&[("webhook_outbox.retry_backoff_base", "100ms")]);
+    let cluster = Cluster::start(&[("webhook_outbox.retry_schedule", "100ms,200ms,400ms,800ms")]);
     app_owns_the_database(&cluster);
     let mut app = cluster.connect("app", "postgres");
     app.batch_execute(TWINS).expect("app plants its twins in public");

@@ -7,11 +7,12 @@ use crate::pg::{error, invalid, not_null, spi_error};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
-use webhook_outbox_core::delivery;
 use webhook_outbox_core::ratelimit::{MAX_RPS, MIN_RPS};
+use webhook_outbox_core::{delivery, outcome};
 
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, webhook_outbox, pg_temp)]
+#[allow(clippy::too_many_arguments)]
 fn create_endpoint(
     url: Option<&str>,
     name: default!(Option<&str>, "NULL"),
@@ -20,6 +21,7 @@ fn create_endpoint(
     rate_limit_rps: default!(Option<f64>, "NULL"),
     max_attempts: default!(Option<i32>, "NULL"),
     headers: default!(Option<JsonB>, "'{}'"),
+    retry_schedule: default!(Option<&str>, "NULL"),
 ) -> Result<i64, ErrorReport> {
     let url = url.ok_or_else(|| not_null("url", ""))?;
     check_url(url)?;
@@ -38,10 +40,12 @@ fn create_endpoint(
         .map(|h| h.0)
         .unwrap_or_else(|| serde_json::json!({}));
     check_headers(&headers)?;
+    let retry_schedule = retry_schedule.map(check_schedule).transpose()?;
     Spi::get_one_with_args::<i64>(
         "WITH e AS (
-             INSERT INTO webhook_outbox.endpoints (url, name, event_types, secret, rate_limit_rps, max_attempts, headers)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             INSERT INTO webhook_outbox.endpoints (url, name, event_types, secret, rate_limit_rps, max_attempts, headers,
+                                                   retry_schedule)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.interval[])
              RETURNING id
          ), h AS (
              INSERT INTO webhook_outbox.health_metrics (webhook_id) SELECT id FROM e
@@ -55,6 +59,7 @@ fn create_endpoint(
             rate_limit_rps.into(),
             max_attempts.into(),
             JsonB(headers).into(),
+            retry_schedule.into(),
         ],
     )
     .map_err(spi_error)?
@@ -62,12 +67,13 @@ fn create_endpoint(
 }
 
 /// What `update_endpoint(reset => ...)` may put back to its default.
-const RESETTABLE: [&str; 5] = [
+const RESETTABLE: [&str; 6] = [
     "name",
     "event_types",
     "rate_limit_rps",
     "max_attempts",
     "headers",
+    "retry_schedule",
 ];
 
 /// Changes the fields given (NULL: unchanged) and puts those named in
@@ -85,6 +91,7 @@ fn update_endpoint(
     max_attempts: default!(Option<i32>, "NULL"),
     headers: default!(Option<JsonB>, "NULL"),
     reset: default!(Option<Vec<Option<String>>>, "NULL"),
+    retry_schedule: default!(Option<&str>, "NULL"),
 ) -> Result<bool, ErrorReport> {
     let id = endpoint_id.ok_or_else(|| not_null("endpoint_id", ""))?;
     let reset = reset
@@ -95,7 +102,7 @@ fn update_endpoint(
                 .ok_or_else(|| {
                     invalid(
                     "reset names a field that has no default",
-                    "reset may name name, event_types, rate_limit_rps, max_attempts and headers.",
+                    "reset may name name, event_types, rate_limit_rps, max_attempts, headers and retry_schedule.",
                 )
                 })
         })
@@ -106,6 +113,7 @@ fn update_endpoint(
         ("rate_limit_rps", rate_limit_rps.is_some()),
         ("max_attempts", max_attempts.is_some()),
         ("headers", headers.is_some()),
+        ("retry_schedule", retry_schedule.is_some()),
     ];
     if let Some((field, _)) = given
         .iter()
@@ -127,6 +135,7 @@ fn update_endpoint(
     if let Some(h) = &headers {
         check_headers(h)?;
     }
+    let retry_schedule = retry_schedule.map(check_schedule).transpose()?;
     // Locked (and found, and not deleted) before it is changed.
     Spi::run_with_args("SELECT webhook_outbox._lock_endpoint($1)", &[id.into()])
         .map_err(spi_error)?;
@@ -144,17 +153,20 @@ fn update_endpoint(
                     CASE WHEN 'max_attempts' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
                          ELSE coalesce($6, e.max_attempts) END AS max_attempts,
                     CASE WHEN 'headers' OPERATOR(pg_catalog.=) ANY ($8) THEN '{}'::pg_catalog.jsonb
-                         ELSE coalesce($7, e.headers) END AS headers
+                         ELSE coalesce($7, e.headers) END AS headers,
+                    CASE WHEN 'retry_schedule' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
+                         ELSE coalesce($9::pg_catalog.interval[], e.retry_schedule) END AS retry_schedule
              FROM webhook_outbox.endpoints e
              WHERE e.id OPERATOR(pg_catalog.=) $1
          ), changed AS (
              UPDATE webhook_outbox.endpoints e
              SET url = w.url, name = w.name, event_types = w.event_types, rate_limit_rps = w.rate_limit_rps,
-                 max_attempts = w.max_attempts, headers = w.headers
+                 max_attempts = w.max_attempts, headers = w.headers, retry_schedule = w.retry_schedule
              FROM wanted w
              WHERE e.id OPERATOR(pg_catalog.=) w.id
-               AND (e.url, e.name, e.event_types, e.rate_limit_rps, e.max_attempts, e.headers)
-                   IS DISTINCT FROM (w.url, w.name, w.event_types, w.rate_limit_rps, w.max_attempts, w.headers)
+               AND (e.url, e.name, e.event_types, e.rate_limit_rps, e.max_attempts, e.headers, e.retry_schedule)
+                   IS DISTINCT FROM (w.url, w.name, w.event_types, w.rate_limit_rps, w.max_attempts, w.headers,
+                                     w.retry_schedule)
              RETURNING 1
          )
          SELECT pg_catalog.count(*) FROM changed",
@@ -167,6 +179,7 @@ fn update_endpoint(
             max_attempts.into(),
             headers.map(JsonB).into(),
             reset.into(),
+            retry_schedule.into(),
         ],
     )
     .map_err(spi_error)?;
@@ -236,6 +249,19 @@ fn check_rate(rate_limit_rps: Option<f64>) -> Result<(), ErrorReport> {
         )),
         _ => Ok(()),
     }
+}
+
+/// A retry schedule as `retry_schedule` writes it ('5s,5m,30m'), as the
+/// intervals the endpoint keeps.
+fn check_schedule(schedule: &str) -> Result<Vec<String>, ErrorReport> {
+    outcome::parse_schedule(schedule)
+        .map(|steps| steps.iter().map(|ms| format!("{ms} milliseconds")).collect())
+        .map_err(|e| {
+            invalid(
+                e,
+                "Give delays separated by commas, e.g. '5s,5m,30m,2h'; NULL for webhook_outbox.retry_schedule.",
+            )
+        })
 }
 
 fn check_attempts(max_attempts: Option<i32>) -> Result<(), ErrorReport> {

@@ -20,7 +20,14 @@ extension_sql_file!("../../sql/time.sql", name = "time", requires = ["schema"]);
 extension_sql_file!(
     "../../sql/enqueue.sql",
     name = "enqueue",
-    requires = ["schema", _setting, emit, enqueue, _wake_trigger]
+    requires = [
+        "schema",
+        _setting,
+        _default_max_attempts,
+        emit,
+        enqueue,
+        _wake_trigger
+    ]
 );
 extension_sql_file!(
     "../../sql/claim.sql",

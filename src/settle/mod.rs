@@ -12,8 +12,8 @@ pub use release::release;
 
 use crate::{guc, pg};
 use pgrx::spi::{self, SpiClient};
-use std::collections::HashSet;
-use webhook_outbox_core::outcome::{self, Verdict};
+use std::collections::{HashMap, HashSet};
+use webhook_outbox_core::outcome::{self, Class, Verdict};
 
 /// One finished HTTP attempt (or a failure decided before any request).
 #[derive(Debug, Clone)]
@@ -59,15 +59,28 @@ pub fn settle(
         return Ok(Settled::default());
     }
     let policy = guc::retry_policy();
+    let classes: Vec<Class> = results
+        .iter()
+        .map(|r| outcome::classify(r.status_code, r.permanent))
+        .collect();
+    let retried: Vec<i64> = results
+        .iter()
+        .zip(&classes)
+        .filter(|(r, c)| **c == Class::Transient && r.attempt_no < r.max_attempts)
+        .map(|(r, _)| r.endpoint_id)
+        .collect();
+    let schedules = own_schedules(client, retried)?;
     let verdicts: Vec<Verdict> = results
         .iter()
-        .map(|r| {
+        .zip(&classes)
+        .map(|(r, class)| {
             outcome::decide(
-                outcome::classify(r.status_code, r.permanent),
+                *class,
                 r.attempt_no,
                 r.max_attempts,
                 r.retry_after_ms,
                 &policy,
+                schedules.get(&r.endpoint_id).map(Vec::as_slice),
                 outcome::jitter(),
             )
         })
@@ -165,4 +178,37 @@ pub fn settle(
         open_circuits,
         skipped_health,
     })
+}
+
+/// The retry schedules of those `endpoints` that have their own, in
+/// milliseconds (one query, and none when nothing is retried).
+fn own_schedules(
+    client: &mut SpiClient<'_>,
+    mut endpoints: Vec<i64>,
+) -> spi::Result<HashMap<i64, Vec<u64>>> {
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    if endpoints.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = pg::execute(
+        client,
+        include_str!("../../sql/queries/retry_schedules.sql"),
+        &[endpoints.into()],
+    )?;
+    let mut schedules = HashMap::new();
+    for row in rows {
+        let steps = row
+            .get::<Vec<Option<pgrx::datum::Interval>>>(2)?
+            .unwrap_or_default();
+        schedules.insert(
+            row.get::<i64>(1)?.unwrap_or_default(),
+            steps
+                .iter()
+                .flatten()
+                .map(|i| pg::interval_ms(i).max(1) as u64)
+                .collect(),
+        );
+    }
+    Ok(schedules)
 }

@@ -72,7 +72,7 @@ fn backfill_counts_fan_out_and_failures() {
     )
     .unwrap();
     assert_eq!((subject.as_deref(), payload_ok), (Some("42"), Some(true)));
-    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'pending' AND max_attempts = 5"), 3);
+    assert_eq!(one::<i64>("SELECT count(*) FROM webhook_outbox.deliveries WHERE status = 'pending' AND max_attempts = 8"), 3);
     let errors = Spi::get_one::<String>(
         "SELECT string_agg(line_no || ': ' || reason, '; ' ORDER BY line_no) FROM webhook_outbox.backfill_errors
          WHERE run_id = (SELECT max(id) FROM webhook_outbox.backfill_runs)",

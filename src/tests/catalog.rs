@@ -28,8 +28,8 @@ fn objects(filter: &str) -> Vec<String> {
 #[pg_test(schema = "tests")]
 fn catalog_api_signatures_and_defaults() {
     let expected = [
-        ("create_endpoint", "url text, name text DEFAULT NULL::text, event_types text[] DEFAULT NULL::text[], secret text DEFAULT NULL::text, rate_limit_rps double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, headers jsonb DEFAULT '{}'::jsonb", "bigint"),
-        ("update_endpoint", "endpoint_id bigint, url text DEFAULT NULL::text, name text DEFAULT NULL::text, event_types text[] DEFAULT NULL::text[], rate_limit_rps double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, headers jsonb DEFAULT NULL::jsonb, reset text[] DEFAULT NULL::text[]", "boolean"),
+        ("create_endpoint", "url text, name text DEFAULT NULL::text, event_types text[] DEFAULT NULL::text[], secret text DEFAULT NULL::text, rate_limit_rps double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, headers jsonb DEFAULT '{}'::jsonb, retry_schedule text DEFAULT NULL::text", "bigint"),
+        ("update_endpoint", "endpoint_id bigint, url text DEFAULT NULL::text, name text DEFAULT NULL::text, event_types text[] DEFAULT NULL::text[], rate_limit_rps double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, headers jsonb DEFAULT NULL::jsonb, reset text[] DEFAULT NULL::text[], retry_schedule text DEFAULT NULL::text", "boolean"),
         ("disable_endpoint", "endpoint_id bigint, reason text", "boolean"),
         ("enable_endpoint", "endpoint_id bigint", "boolean"),
         ("delete_endpoint", "endpoint_id bigint, dead_reason text DEFAULT NULL::text", "bigint"),

@@ -30,7 +30,10 @@ fn enqueue_takes_max_attempts_from_the_endpoint_or_the_guc() {
     let own = endpoint("max_attempts => 3");
     let default = endpoint("");
     assert_eq!(delivery::<i32>(enqueue(own), "max_attempts"), 3);
-    assert_eq!(delivery::<i32>(enqueue(default), "max_attempts"), 5);
+    // 0 (the default): one more than the retry schedule's steps.
+    assert_eq!(delivery::<i32>(enqueue(default), "max_attempts"), 8);
+    run("SET LOCAL webhook_outbox.retry_schedule = '1s,2s'");
+    assert_eq!(delivery::<i32>(enqueue(default), "max_attempts"), 3);
     run("SET LOCAL webhook_outbox.max_attempts = 7");
     assert_eq!(delivery::<i32>(enqueue(default), "max_attempts"), 7);
     assert_eq!(delivery::<i32>(enqueue(own), "max_attempts"), 3);
