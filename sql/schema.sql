@@ -308,10 +308,12 @@ CREATE TABLE health_metrics (
                           CHECK (circuit_state IN ('closed', 'open', 'half_open')),
     circuit_opened_at     timestamptz,
     circuit_probe_until   timestamptz,
+    failing_since         timestamptz,
     updated_at            timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE health_metrics IS 'Per endpoint: counters, EWMA response time, health status and circuit breaker state.';
 COMMENT ON COLUMN health_metrics.avg_response_time_ms IS 'Exponentially weighted moving average (alpha 0.2).';
 COMMENT ON COLUMN health_metrics.circuit_state IS 'closed: deliveries flow. open: none until circuit_open_seconds pass. half_open: one probe in flight.';
+COMMENT ON COLUMN health_metrics.failing_since IS 'The first failure since the last success; NULL after a success. Past webhook_outbox.auto_disable_after the endpoint is disabled.';
 COMMENT ON COLUMN health_metrics.circuit_probe_until IS 'half_open: when the probe''s lease ends; another probe may go then if it brought no result.';
 COMMENT ON COLUMN health_metrics.webhook_id IS 'The endpoint (endpoints.id). The name predates endpoint_id; it is not the webhook-id header, which carries the event id.';

@@ -33,6 +33,7 @@ static RETRY_SCHEDULE: GucSetting<Option<CString>> =
 static RETRY_AFTER_MAX_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 static CIRCUIT_FAILURE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(5);
 static CIRCUIT_OPEN_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
+static AUTO_DISABLE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(5 * 86_400);
 static ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
 static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
@@ -115,6 +116,16 @@ pub fn init(preloading: bool) {
         &CIRCUIT_OPEN_SECONDS,
         1,
         86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.auto_disable_after",
+        c"An endpoint failing this long without a success is disabled; 0 = never.",
+        c"",
+        &AUTO_DISABLE_AFTER_S,
+        0,
+        i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
@@ -330,6 +341,9 @@ unsafe extern "C-unwind" fn check_retry_schedule(
             false
         }
     }
+}
+pub fn auto_disable_after_ms() -> i64 {
+    AUTO_DISABLE_AFTER_S.get() as i64 * 1_000
 }
 pub fn breaker_policy() -> webhook_outbox_core::circuit::BreakerPolicy {
     webhook_outbox_core::circuit::BreakerPolicy {

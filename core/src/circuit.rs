@@ -56,6 +56,8 @@ pub struct Health {
     pub last_status_code: Option<i32>,
     pub circuit: CircuitState,
     pub circuit_opened_at: Option<i64>,
+    /// The first failure since the last success: how long it has been failing.
+    pub failing_since: Option<i64>,
 }
 
 impl Default for Health {
@@ -72,6 +74,7 @@ impl Default for Health {
             last_status_code: None,
             circuit: CircuitState::Closed,
             circuit_opened_at: None,
+            failing_since: None,
         }
     }
 }
@@ -101,9 +104,11 @@ impl Health {
             self.last_success_at = Some(now_ms);
             self.circuit = CircuitState::Closed;
             self.circuit_opened_at = None;
+            self.failing_since = None;
             return;
         }
         self.failed += 1;
+        self.failing_since.get_or_insert(now_ms);
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_failure_at = Some(now_ms);
         self.last_error = Some(
@@ -121,6 +126,15 @@ impl Health {
             self.circuit = CircuitState::Open;
             self.circuit_opened_at = Some(now_ms);
         }
+    }
+
+    /// Whether it has failed without a success for at least `after_ms`
+    /// (0: never), and so is to be disabled.
+    pub fn failing_too_long(&self, now_ms: i64, after_ms: i64) -> bool {
+        after_ms > 0
+            && self
+                .failing_since
+                .is_some_and(|since| now_ms - since >= after_ms)
     }
 
     /// `unavailable` while the circuit is not closed, `degraded` after any
@@ -181,6 +195,24 @@ mod tests {
             fail(&mut h, 20 + i);
         }
         assert_eq!(h.circuit, CircuitState::Closed);
+    }
+
+    #[test]
+    fn failing_too_long_counts_from_the_first_failure_since_a_success() {
+        let day = 86_400_000;
+        let mut h = Health::default();
+        assert!(!h.failing_too_long(10 * day, 5 * day));
+        fail(&mut h, day);
+        fail(&mut h, 3 * day);
+        assert_eq!(h.failing_since, Some(day));
+        assert!(!h.failing_too_long(6 * day - 1, 5 * day));
+        assert!(h.failing_too_long(6 * day, 5 * day));
+        assert!(!h.failing_too_long(60 * day, 0), "0: never");
+        h.record(true, Some(200), None, None, 6 * day, &POLICY);
+        assert_eq!(h.failing_since, None);
+        assert!(!h.failing_too_long(60 * day, 5 * day));
+        fail(&mut h, 7 * day);
+        assert_eq!(h.failing_since, Some(7 * day));
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub enum Class {
     Transient,
     /// Trying again would not help: other statuses, refused targets.
     Permanent,
+    /// 410 Gone: the receiver says the endpoint is no more. The Standard
+    /// Webhooks spec asks that it be disabled; its deliveries wait.
+    Gone,
 }
 
 /// `status` is `None` for a network error; `permanent` marks failures decided
@@ -90,6 +93,7 @@ pub fn classify(status: Option<i32>, permanent: bool) -> Class {
         (false, None) => Class::Transient,
         (false, Some(200..=299)) => Class::Success,
         (false, Some(408 | 429 | 500..=599)) => Class::Transient,
+        (false, Some(410)) => Class::Gone,
         (false, Some(_)) => Class::Permanent,
     }
 }
@@ -98,8 +102,13 @@ pub fn classify(status: Option<i32>, permanent: bool) -> Class {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Sent,
-    Retry { delay_ms: u64 },
+    Retry {
+        delay_ms: u64,
+    },
     Dead,
+    /// Back to waiting, due at once, whatever its attempts: its endpoint is
+    /// disabled, and it goes when an operator enables it again.
+    Gone,
 }
 
 impl Verdict {
@@ -107,7 +116,7 @@ impl Verdict {
     pub fn status(&self) -> &'static str {
         match self {
             Verdict::Sent => "sent",
-            Verdict::Retry { .. } => "retry",
+            Verdict::Retry { .. } | Verdict::Gone => "retry",
             Verdict::Dead => "dead",
         }
     }
@@ -139,6 +148,7 @@ pub fn decide(
     match class {
         Class::Success => Verdict::Sent,
         Class::Permanent => Verdict::Dead,
+        Class::Gone => Verdict::Gone,
         Class::Transient if attempt >= max_attempts => Verdict::Dead,
         Class::Transient => Verdict::Retry {
             delay_ms: match retry_after_ms {
@@ -214,7 +224,8 @@ mod tests {
             (Some(400), false, Class::Permanent),
             (Some(404), false, Class::Permanent),
             (Some(408), false, Class::Transient),
-            (Some(410), false, Class::Permanent),
+            (Some(410), false, Class::Gone),
+            (Some(410), true, Class::Permanent),
             (Some(429), false, Class::Transient),
             (Some(500), false, Class::Transient),
             (Some(503), false, Class::Transient),
@@ -344,6 +355,9 @@ mod tests {
         );
         assert_eq!(d(Class::Transient, 5, 5, Some(2_000)), Verdict::Dead);
         assert_eq!(Verdict::Retry { delay_ms: 1 }.status(), "retry");
+        // 410 never kills a delivery, even on its last attempt.
+        assert_eq!(d(Class::Gone, 5, 5, None), Verdict::Gone);
+        assert_eq!(Verdict::Gone.status(), "retry");
         // An endpoint's own schedule replaces the policy's.
         assert_eq!(
             decide(

@@ -98,7 +98,7 @@ fn retry_then_success_keeps_the_webhook_id() {
     for req in &requests {
         req.verify_signature(&ep.secret).expect("every attempt is signed");
     }
-    // Backoff base · 2^(n-1), ±20% jitter: the second wait is the longer one.
+    // The schedule doubles from BACKOFF_BASE, ±10% jitter: the second wait is the longer one.
     let g = gaps(&requests);
     assert!(g[0] >= BACKOFF_BASE.mul_f64(0.75), "first retry too early: {}", ms(g[0]));
     assert!(g[1] >= BACKOFF_BASE.mul_f64(1.5), "second retry too early: {}", ms(g[1]));
@@ -121,7 +121,7 @@ fn retries_exhausted_go_dead() {
 #[test]
 fn client_errors_are_dead_after_one_attempt() {
     let (_cluster, mut db) = start(&[]);
-    let cases: Vec<_> = [400, 410]
+    let cases: Vec<_> = [400, 404]
         .into_iter()
         .map(|code| {
             let rx = Receiver::http(vec![Reply::status(code)]);
@@ -134,6 +134,45 @@ fn client_errors_are_dead_after_one_attempt() {
         assert_eq!((d.attempt_count, d.last_status_code), (1, Some(i32::from(*code))));
         std::thread::sleep(BACKOFF_BASE * 3);
         assert_eq!(rx.request_count(), 1, "{code} must not be retried");
+    }
+}
+
+/// 410 Gone disables the endpoint; its deliveries wait, and go once an
+/// operator enables it again.
+#[test]
+fn gone_disables_the_endpoint_until_it_is_enabled() {
+    let (_cluster, mut db) = start(&[]);
+    let rx = Receiver::http(vec![Reply::status(410)]);
+    let ep = endpoint(&mut db, &rx, max_attempts(1));
+    let ids: Vec<i64> = (0..3).map(|n| enqueue(&mut db, ep.id, &json!({"n": n}))).collect();
+    let disabled = wait_until(SETTLE, || {
+        let row = db
+            .query_one("SELECT enabled, disabled_reason FROM webhook_outbox.endpoints WHERE id = $1", &[&ep.id])
+            .expect("endpoint");
+        !row.get::<_, bool>(0) && row.get::<_, Option<String>>(1).as_deref() == Some("the receiver answered 410 Gone")
+    });
+    assert!(disabled, "the endpoint was not disabled");
+    let sent = rx.request_count();
+    assert!((1..=3).contains(&sent), "{sent} requests");
+    std::thread::sleep(BACKOFF_BASE * 5);
+    assert_eq!(rx.request_count(), sent, "nothing more goes to a disabled endpoint");
+    for id in &ids {
+        let status = delivery(&mut db, *id).status;
+        assert!(status == "pending" || status == "retry", "delivery {id} is {status}: it must wait, not die");
+    }
+    let degraded: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook_outbox.v_degraded_webhooks WHERE webhook_id = $1 AND NOT enabled",
+            &[&ep.id],
+        )
+        .expect("degraded")
+        .get(0);
+    assert_eq!(degraded, 1);
+
+    rx.set_replies(vec![Reply::ok()]);
+    db.batch_execute(&format!("SELECT webhook_outbox.enable_endpoint({})", ep.id)).expect("enable");
+    for id in &ids {
+        wait_for_status(&mut db, *id, "sent", SETTLE);
     }
 }
 

@@ -5,7 +5,8 @@ SELECT webhook_id, total_deliveries, successful_deliveries, failed_deliveries,
        webhook_outbox._epoch_ms(last_success_at),
        webhook_outbox._epoch_ms(last_failure_at),
        last_error, circuit_state,
-       webhook_outbox._epoch_ms(circuit_opened_at)
+       webhook_outbox._epoch_ms(circuit_opened_at),
+       webhook_outbox._epoch_ms(failing_since)
 FROM webhook_outbox.health_metrics
 WHERE webhook_id OPERATOR(pg_catalog.=) ANY ($1)
 ORDER BY webhook_id

@@ -50,8 +50,9 @@ pub enum HealthLock {
 }
 
 /// Fold results into `health_metrics`: rows locked in id order (no deadlock
-/// between workers), updated in Rust, written back in one statement. Returns
-/// the endpoints whose circuit is not closed afterwards, and the events of
+/// between workers), updated in Rust, written back in one statement; an
+/// endpoint failing for `auto_disable_after` is disabled. Returns the
+/// endpoints whose circuit is not closed afterwards, and the events of
 /// endpoints whose row was left locked (`HealthLock::SkipLocked`).
 pub fn record_health(
     client: &mut SpiClient<'_>,
@@ -97,6 +98,7 @@ pub fn record_health(
                 last_error: row.get(10)?,
                 circuit: CircuitState::parse(row.get::<&str>(11)?.unwrap_or("closed")),
                 circuit_opened_at: row.get(12)?,
+                failing_since: row.get(13)?,
             },
         );
     }
@@ -156,6 +158,10 @@ pub fn record_health(
                 .map(|h| h.circuit_opened_at)
                 .collect::<Vec<_>>()
                 .into(),
+            hs.iter()
+                .map(|h| h.failing_since)
+                .collect::<Vec<_>>()
+                .into(),
         ],
     )?;
     let open = rows
@@ -163,6 +169,16 @@ pub fn record_health(
         .filter(|(_, h)| h.circuit != CircuitState::Closed)
         .map(|(id, _)| *id)
         .collect();
+    let after = guc::auto_disable_after_ms();
+    let failing: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|(_, h)| h.failing_too_long(now, after))
+        .map(|(id, h)| {
+            let days = (now - h.failing_since.unwrap_or(now)) as f64 / 86_400_000.0;
+            (*id, format!("failing for {days:.1} days without a success (webhook_outbox.auto_disable_after)"))
+        })
+        .collect();
+    super::disable_endpoints(client, &failing)?;
     // Rows not loaded: held by another session, or their endpoint is gone.
     let missing: Vec<i64> = ids
         .into_iter()

@@ -118,7 +118,9 @@ pub fn settle(
                 .iter()
                 .map(|v| match v {
                     Verdict::Retry { delay_ms } => Some(*delay_ms as i64),
-                    _ => None,
+                    // Due at once: it waits on its disabled endpoint instead.
+                    Verdict::Gone => Some(0),
+                    Verdict::Sent | Verdict::Dead => None,
                 })
                 .collect::<Vec<_>>()
                 .into(),
@@ -171,6 +173,14 @@ pub fn settle(
         )
         .collect();
     let (open_circuits, skipped_health) = record_health(client, &health, lock)?;
+    // 410 Gone: the endpoint is disabled, its deliveries wait (Verdict::Gone).
+    let gone: Vec<(i64, String)> = results
+        .iter()
+        .zip(&verdicts)
+        .filter(|(r, v)| **v == Verdict::Gone && ours.contains(&r.delivery_id))
+        .map(|(r, _)| (r.endpoint_id, "the receiver answered 410 Gone".to_owned()))
+        .collect();
+    disable_endpoints(client, &gone)?;
     let stale = results.len() - statuses.len();
     Ok(Settled {
         statuses,
@@ -211,4 +221,33 @@ fn own_schedules(
         );
     }
     Ok(schedules)
+}
+
+/// Disable endpoints, each with its reason (audited in endpoint_changes like
+/// an operator's disable_endpoint()). One held by another session is left
+/// for the next result: a settle never waits on an operator's transaction.
+pub(crate) fn disable_endpoints(
+    client: &mut SpiClient<'_>,
+    endpoints: &[(i64, String)],
+) -> spi::Result<()> {
+    if endpoints.is_empty() {
+        return Ok(());
+    }
+    pg::execute(
+        client,
+        include_str!("../../sql/queries/disable_endpoints.sql"),
+        &[
+            endpoints
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>()
+                .into(),
+            endpoints
+                .iter()
+                .map(|(_, reason)| reason.as_str())
+                .collect::<Vec<_>>()
+                .into(),
+        ],
+    )
+    .map(drop)
 }

@@ -1,8 +1,8 @@
 //! record_attempt: the one place an attempt's outcome is decided.
 
 use super::{
-    assert_fails, attempt, claim, delay_s, delivery, endpoint, enqueue, health, lease, one, run,
-    update,
+    assert_fails, attempt, claim, delay_s, delivery, endpoint, enqueue, health, lease, make_due,
+    maybe, one, run, update,
 };
 use pgrx::prelude::*;
 
@@ -111,7 +111,7 @@ fn record_attempt_permanent_statuses_are_dead() {
     // Six failures in a row would open the circuit and stop the claims.
     run("SET LOCAL webhook_outbox.circuit_failure_threshold = 100");
     let e = endpoint("");
-    for code in [400, 401, 404, 410, 301, 100] {
+    for code in [400, 401, 404, 301, 100] {
         let d = enqueue(e);
         assert_eq!(attempt(d, &format!("{code}, 5")), "dead", "HTTP {code}");
         assert!(delivery::<bool>(
@@ -522,4 +522,89 @@ fn an_expired_lease_is_due_again_but_its_holder_may_still_settle() {
         "sent"
     );
     assert_eq!(claim(1), Vec::<i64>::new());
+}
+
+/// 410 Gone disables the endpoint (the Standard Webhooks spec asks it); its
+/// deliveries wait, even one on its last attempt, and go once it is enabled.
+#[pg_test(schema = "tests")]
+fn record_attempt_410_disables_the_endpoint_and_its_rows_wait() {
+    let e = endpoint("max_attempts => 1");
+    let (d, other) = (enqueue(e), enqueue(e));
+    make_due(d);
+    assert_eq!(
+        one::<String>(
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM webhook_outbox.get_ready_deliveries(1)"
+        ),
+        d.to_string()
+    );
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT webhook_outbox.record_attempt({d}, {}, 410, 12)",
+            lease(d)
+        )),
+        "retry"
+    );
+    assert_eq!(
+        delivery::<String>(
+            d,
+            "format('%s|%s|%s', status, next_attempt_at <= now(), locked_until IS NULL)"
+        ),
+        "retry|t|t"
+    );
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT format('%s|%s', enabled, disabled_reason) FROM webhook_outbox.v_degraded_webhooks WHERE webhook_id = {e}"
+        )),
+        "f|the receiver answered 410 Gone"
+    );
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT format('%s|%s', operation, reason) FROM webhook_outbox.endpoint_changes
+             WHERE endpoint_id = {e} ORDER BY id DESC LIMIT 1"
+        )),
+        "disable|the receiver answered 410 Gone"
+    );
+    assert!(claim(10).is_empty(), "nothing goes to a disabled endpoint");
+    run(&format!("SELECT webhook_outbox.enable_endpoint({e})"));
+    assert_eq!(claim(10), vec![d, other]);
+}
+
+#[pg_test(schema = "tests")]
+fn an_endpoint_failing_for_days_is_disabled() {
+    let e = endpoint("");
+    run(&format!(
+        "UPDATE webhook_outbox.health_metrics SET consecutive_failures = 40, failing_since = now() - interval '6 days'
+         WHERE webhook_id = {e}"
+    ));
+    run("SET LOCAL webhook_outbox.circuit_failure_threshold = 1000");
+    // auto_disable_after = 0: never.
+    run("SET LOCAL webhook_outbox.auto_disable_after = 0");
+    assert_eq!(attempt(enqueue(e), "503, 1"), "retry");
+    assert!(one::<bool>(&format!(
+        "SELECT enabled FROM webhook_outbox.endpoints WHERE id = {e}"
+    )));
+    // The default, 5 days, counted from the first failure since a success.
+    run("SET LOCAL webhook_outbox.auto_disable_after = '5d'");
+    assert_eq!(attempt(enqueue(e), "503, 1"), "retry");
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT format('%s|%s', enabled, disabled_reason) FROM webhook_outbox.endpoints WHERE id = {e}"
+        )),
+        "f|failing for 6.0 days without a success (webhook_outbox.auto_disable_after)"
+    );
+    // A success ends the streak.
+    let fresh = endpoint("");
+    run(&format!(
+        "UPDATE webhook_outbox.health_metrics SET failing_since = now() - interval '6 days' WHERE webhook_id = {fresh}"
+    ));
+    assert_eq!(attempt(enqueue(fresh), "200, 1"), "sent");
+    assert_eq!(
+        maybe::<String>(&format!(
+            "SELECT failing_since::text FROM webhook_outbox.health_metrics WHERE webhook_id = {fresh}"
+        )),
+        None
+    );
+    assert!(one::<bool>(&format!(
+        "SELECT enabled FROM webhook_outbox.endpoints WHERE id = {fresh}"
+    )));
 }
