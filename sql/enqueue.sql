@@ -66,7 +66,10 @@ BEGIN
         FROM taken t
         CROSS JOIN LATERAL unnest(t.endpoint_ids) AS e(id)
         CROSS JOIN LATERAL _routes(e.id, t.event_type, NULL) r
-        WHERE EXISTS (SELECT FROM endpoints x WHERE x.id = r.endpoint_id AND x.created_at <= t.created_at)
+        -- Locked and checked again, as in sql/queries/insert_event.sql.
+        WHERE EXISTS (SELECT FROM endpoints x
+                      WHERE x.id = r.endpoint_id AND x.created_at <= t.created_at AND x.deleted_at IS NULL
+                      FOR KEY SHARE)
         ORDER BY r.endpoint_id, t.event_id
         ON CONFLICT ON CONSTRAINT deliveries_endpoint_id_event_id_key DO NOTHING
     )

@@ -8,3 +8,4 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook_outbox FROM PUBLIC;
 -- reader's, so a role granted a view needs them.
 GRANT EXECUTE ON FUNCTION delivery_state(text, timestamptz) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION _leased(timestamptz) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION _url_origin(text) TO PUBLIC;

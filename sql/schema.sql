@@ -54,6 +54,11 @@ CREATE TABLE endpoints (
     rate_limit_rps  double precision CHECK (rate_limit_rps >= 0),
     max_attempts    integer CHECK (max_attempts BETWEEN 1 AND 100),
     retry_schedule  interval[] CHECK (cardinality(retry_schedule) BETWEEN 1 AND 99),
+    -- Secrets rotate_secret() replaced, each signing until its time, newest first.
+    retired_secrets text[],
+    retired_until   timestamptz[],
+    CHECK (coalesce(cardinality(retired_secrets), 0) = coalesce(cardinality(retired_until), 0)
+           AND coalesce(cardinality(retired_secrets), 0) <= 4),
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
@@ -64,7 +69,9 @@ CREATE TABLE endpoints (
     CHECK (deleted_at IS NULL OR NOT enabled)
 );
 COMMENT ON TABLE endpoints IS 'Webhook receivers. id is the endpoint id (webhook_id in health_metrics and the views); secret signs every request (Standard Webhooks).';
-COMMENT ON COLUMN endpoints.secret IS 'whsec_ + base64 key; never exposed by the v_ views.';
+COMMENT ON COLUMN endpoints.secret IS 'whsec_ + base64 key (HMAC, v1 signatures) or whsk_ + base64 ed25519 key (v1a); never exposed by the v_ views.';
+COMMENT ON COLUMN endpoints.retired_secrets IS 'Secrets rotate_secret() replaced, newest first (at most 4): requests are signed with each as well until its retired_until.';
+COMMENT ON COLUMN endpoints.retired_until IS 'When each of retired_secrets stops signing.';
 COMMENT ON COLUMN endpoints.event_types IS 'Event types emit() sends here; NULL = all.';
 COMMENT ON COLUMN endpoints.headers IS 'Extra request headers, {"name": "value"}.';
 COMMENT ON COLUMN endpoints.rate_limit_rps IS 'Requests per second; NULL = webhook_outbox.rate_limit_rps, 0 = unlimited.';
@@ -82,7 +89,8 @@ CREATE TABLE endpoint_changes (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- No foreign key: the trail outlives the endpoint.
     endpoint_id bigint NOT NULL,
-    operation   text NOT NULL CHECK (operation IN ('create', 'update', 'disable', 'enable', 'delete', 'purge')),
+    operation   text NOT NULL CHECK (operation IN ('create', 'update', 'disable', 'enable', 'delete', 'rotate_secret',
+                                                   'purge')),
     changed_at  timestamptz NOT NULL DEFAULT now(),
     changed_by  name NOT NULL DEFAULT session_user,
     changed     text[],
@@ -94,19 +102,36 @@ CREATE INDEX endpoint_changes_endpoint_idx ON endpoint_changes (endpoint_id, cha
 COMMENT ON TABLE endpoint_changes IS
 'Audit trail of endpoints: who (session_user), when and what, one row per change, whether made by create_endpoint(), update_endpoint(), '
 'disable_endpoint(), enable_endpoint(), delete_endpoint() or a direct UPDATE. Holds no secret.';
+COMMENT ON COLUMN endpoint_changes.endpoint_id IS 'The endpoint (endpoints.id; ids start again after TRUNCATE ... RESTART IDENTITY).';
+COMMENT ON COLUMN endpoint_changes.changed_at IS 'When the change was made (the transaction''s start).';
+COMMENT ON COLUMN endpoint_changes.changed_by IS 'session_user: the role that logged in (the worker''s for a 410 or an auto-disable).';
 COMMENT ON COLUMN endpoint_changes.operation IS
-'create, update, disable, enable, delete (delete_endpoint()), purge (the row itself removed: DELETE or TRUNCATE).';
+'create, update, disable, enable, delete (delete_endpoint()), rotate_secret, purge (the row itself removed: DELETE or TRUNCATE).';
 COMMENT ON COLUMN endpoint_changes.changed IS 'The columns that changed (update, disable, enable, delete), secret and headers included; their values are not recorded.';
 COMMENT ON COLUMN endpoint_changes.reason IS 'disable and delete: the reason given.';
 COMMENT ON COLUMN endpoint_changes.old_value IS 'The endpoint before, without secret and header values, its URL cut to scheme, host and port; NULL for create.';
 COMMENT ON COLUMN endpoint_changes.new_value IS 'The endpoint after, likewise; NULL for purge.';
 
+-- The secrets of a rotation that still sign, each until its time, newest
+-- first. Read by the claim for every request (so plain SQL, inlined), and by
+-- rotate_secret() and public_keys().
+CREATE FUNCTION _retired_secrets(e endpoints) RETURNS TABLE (secret text, valid_until timestamptz)
+LANGUAGE sql STABLE PARALLEL SAFE ROWS 4
+AS $$
+    SELECT u.s, u.t FROM ROWS FROM (pg_catalog.unnest(e.retired_secrets), pg_catalog.unnest(e.retired_until)) AS u(s, t)
+    WHERE u.t OPERATOR(pg_catalog.>) pg_catalog.now()
+    ORDER BY u.t DESC
+$$;
+COMMENT ON FUNCTION _retired_secrets(endpoints) IS 'Internal: the secrets rotate_secret() replaced that still sign, and until when, newest first.';
+
 -- Where a URL points, without what it may carry: scheme, host and port,
--- never the path, query or fragment, which often hold a token of their own.
--- What operators see of a URL (the views, the endpoint audit).
+-- never credentials, the path, query or fragment, which often hold a token
+-- of their own. What operators see of a URL (the views, the endpoint audit).
 CREATE FUNCTION _url_origin(url text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT pg_catalog.substring(url, '^[^:/?#]+://[^/?#]*') $$;
+AS $$
+    SELECT pg_catalog.regexp_replace(pg_catalog.substring(url, '^[^:/?#]+://[^/?#]*'), '//.*@', '//')
+$$;
 COMMENT ON FUNCTION _url_origin(text) IS 'Internal: scheme, host and port of a URL, without path, query or fragment.';
 
 -- A restore (pg_dump keeps the configuration and its audit trails,
@@ -124,12 +149,18 @@ $$;
 COMMENT ON FUNCTION _restored(timestamptz) IS
 'Internal: whether a row being inserted into endpoints or feature_flags comes from a restore (a superuser inserting it with a past updated_at).';
 
+-- SECURITY DEFINER: it runs for whoever changes the row, who need not be
+-- able to call the functions it asks.
 CREATE FUNCTION _stamp() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' AND _restored(NEW.updated_at) THEN
+        RETURN NEW;
+    END IF;
+    -- Nothing changed: nothing to stamp (nor to audit).
+    IF TG_OP = 'UPDATE' AND NEW IS NOT DISTINCT FROM OLD THEN
         RETURN NEW;
     END IF;
     NEW.updated_at := now();
@@ -155,6 +186,21 @@ BEGIN
     END IF;
 END
 $$;
+-- An operator's reason, kept with the endpoint and in every delivery it
+-- makes dead: required, and short enough to read.
+CREATE FUNCTION _check_reason(param text, value text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, webhook_outbox, pg_temp
+AS $$
+BEGIN
+    PERFORM _check_name(param, value);
+    IF octet_length(value) > 1000 THEN
+        RAISE EXCEPTION '% is % bytes long; at most 1000', param, octet_length(value)
+            USING ERRCODE = 'string_data_right_truncation';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION _check_reason(text, text) IS 'Raises a clear error when a reason is NULL, blank or longer than 1000 bytes.';
 COMMENT ON FUNCTION _check_name(text, text) IS 'Raises a clear error when a required name (flag key, subject, salt, reason) is NULL or blank.';
 
 CREATE TABLE deliveries (

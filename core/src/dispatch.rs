@@ -476,7 +476,7 @@ mod tests {
                 timestamp: 1_700_000_000,
                 body: "{}".into(),
                 headers: vec![],
-                signing_key: vec![7; 24],
+                signing_keys: vec![crate::delivery::SigningKey::Hmac(vec![7; 24].into())],
             },
             start_by: Instant::now() + Duration::from_secs(600),
         }

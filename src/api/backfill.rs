@@ -331,7 +331,7 @@ fn backfill(
         if let Some(id) = endpoint_id {
             let exists = client
                 .select(
-                    "SELECT EXISTS (SELECT FROM webhook_outbox.endpoints WHERE id = $1)",
+                    "SELECT EXISTS (SELECT FROM webhook_outbox.endpoints WHERE id = $1 AND deleted_at IS NULL)",
                     None,
                     &[id.into()],
                 )

@@ -22,17 +22,36 @@ fn create_endpoint(
     max_attempts: default!(Option<i32>, "NULL"),
     headers: default!(Option<JsonB>, "'{}'"),
     retry_schedule: default!(Option<&str>, "NULL"),
+    signing: default!(Option<&str>, "NULL"),
 ) -> Result<i64, ErrorReport> {
     let url = url.ok_or_else(|| not_null("url", ""))?;
     check_url(url)?;
     check_name(name, None)?;
     let event_types = check_event_types(event_types)?;
-    let secret = match secret {
-        Some(s) => {
-            delivery::validate_secret(s).map_err(|e| invalid(e.to_string(), ""))?;
+    let secret = match (secret, signing) {
+        (Some(s), signing) => {
+            let key = check_secret(s)?;
+            let scheme = if key.public_key().is_some() {
+                "v1a"
+            } else {
+                "v1"
+            };
+            if signing.is_some_and(|wanted| wanted != scheme) {
+                return Err(invalid(
+                    format!("the secret given signs {scheme}, not {}", signing.unwrap_or_default()),
+                    "Give a whsec_ secret for v1 (HMAC), a whsk_ key for v1a (ed25519), or no secret to have one generated.",
+                ));
+            }
             s.to_owned()
         }
-        None => delivery::generate_secret(),
+        (None, None | Some("v1")) => delivery::generate_secret(),
+        (None, Some("v1a")) => delivery::generate_ed25519_secret(),
+        (None, Some(other)) => {
+            return Err(invalid(
+                format!("signing must be v1 (HMAC-SHA256) or v1a (ed25519), got \"{other}\""),
+                "",
+            ))
+        }
     };
     check_rate(rate_limit_rps)?;
     check_attempts(max_attempts)?;
@@ -184,6 +203,67 @@ fn update_endpoint(
     )
     .map_err(spi_error)?;
     Ok(changed.unwrap_or(0) > 0)
+}
+
+/// Replaces the endpoint's secret (see its COMMENT in sql/endpoints.sql);
+/// returns what the receiver needs: the new `whsec_` secret, or the `whpk_`
+/// public key of a `whsk_` one.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, webhook_outbox, pg_temp)]
+fn rotate_secret(
+    endpoint_id: Option<i64>,
+    new_secret: default!(Option<&str>, "NULL"),
+    overlap: default!(Option<pgrx::datum::Interval>, "'24 hours'"),
+) -> Result<String, ErrorReport> {
+    let id = endpoint_id.ok_or_else(|| not_null("endpoint_id", ""))?;
+    let overlap = overlap.ok_or_else(|| not_null("overlap", "Give 0 for no overlap."))?;
+    let overlap_ms = crate::pg::interval_ms(&overlap);
+    if !(0..=MAX_OVERLAP_MS).contains(&overlap_ms) {
+        return Err(invalid(
+            "overlap must be between 0 and 30 days",
+            "The old secret signs as well for this long; 24 hours gives receivers a day to switch.",
+        ));
+    }
+    let current = Spi::get_one_with_args::<String>(
+        "SELECT secret FROM webhook_outbox._lock_endpoint($1)",
+        &[id.into()],
+    )
+    .map_err(spi_error)?
+    .unwrap_or_default();
+    let new_secret = match new_secret {
+        Some(s) => {
+            check_secret(s)?;
+            s.to_owned()
+        }
+        None if current.starts_with("whsk_") => delivery::generate_ed25519_secret(),
+        None => delivery::generate_secret(),
+    };
+    if new_secret == current {
+        return Err(invalid(
+            "new_secret is the endpoint's current secret",
+            "Give another secret, or NULL to have one generated.",
+        ));
+    }
+    Spi::run_with_args(
+        "SELECT webhook_outbox._rotate_secret($1, $2, $3)",
+        &[id.into(), new_secret.as_str().into(), overlap.into()],
+    )
+    .map_err(spi_error)?;
+    let key = check_secret(&new_secret)?;
+    Ok(key.public_key().unwrap_or(new_secret))
+}
+
+/// The longest `rotate_secret` overlap.
+const MAX_OVERLAP_MS: i64 = 30 * 86_400_000;
+
+/// The `whpk_` public key of a `whsk_` secret; NULL for anything else.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _public_key(secret: &str) -> Option<String> {
+    delivery::decode_secret(secret).ok()?.public_key()
+}
+
+fn check_secret(secret: &str) -> Result<delivery::SigningKey, ErrorReport> {
+    delivery::decode_secret(secret).map_err(|e| invalid(e.to_string(), ""))
 }
 
 fn check_url(url: &str) -> Result<(), ErrorReport> {

@@ -11,7 +11,7 @@ use pgrx::spi::{self, SpiClient};
 use rates::with_rates;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use webhook_outbox_core::delivery::{self, Client, HttpConfig, Request};
+use webhook_outbox_core::delivery::{self, Client, HttpConfig, Request, SigningKey};
 use webhook_outbox_core::dispatch::{Dispatcher, Done, Job, Ticket, Waker};
 use webhook_outbox_core::now_ms;
 use webhook_outbox_core::ratelimit::Admit;
@@ -319,6 +319,8 @@ struct ClaimedRow {
     payload: String,
     url: String,
     secret: String,
+    /// Secrets replaced by a rotation and still in their overlap, newest first.
+    retired: Vec<String>,
     headers: String,
     rps: f64,
 }
@@ -340,14 +342,17 @@ impl ClaimedRow {
             payload: row.get(4)?.unwrap_or_default(),
             url: row.get(7)?.unwrap_or_default(),
             secret: row.get(8)?.unwrap_or_default(),
+            retired: row.get::<Vec<String>>(12)?.unwrap_or_default(),
             headers: row.get(9)?.unwrap_or_default(),
             rps: row.get(10)?.unwrap_or_default(),
         })
     }
 
     fn into_request(self, timestamp: i64) -> Result<Request, String> {
-        let signing_key =
-            delivery::decode_secret(&self.secret).map_err(|e| format!("endpoint secret: {e}"))?;
+        let signing_keys = std::iter::once(&self.secret)
+            .chain(&self.retired)
+            .map(|s| signing_key(s))
+            .collect::<Result<Vec<_>, _>>()?;
         let headers = if self.headers == "{}" {
             Vec::new()
         } else {
@@ -370,9 +375,32 @@ impl ClaimedRow {
             timestamp,
             body: self.payload,
             headers,
-            signing_key,
+            signing_keys,
         })
     }
+}
+
+/// Decoded signing keys by secret, for this process: an ed25519 key costs
+/// tens of microseconds to expand from its seed, once per endpoint, not once
+/// per delivery.
+const MAX_CACHED_KEYS: usize = 10_000;
+
+thread_local! {
+    static KEYS: std::cell::RefCell<HashMap<Box<str>, SigningKey>> = Default::default();
+}
+
+fn signing_key(secret: &str) -> Result<SigningKey, String> {
+    KEYS.with_borrow_mut(|keys| {
+        if let Some(key) = keys.get(secret) {
+            return Ok(key.clone());
+        }
+        let key = delivery::decode_secret(secret).map_err(|e| format!("endpoint secret: {e}"))?;
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.clear();
+        }
+        keys.insert(secret.into(), key.clone());
+        Ok(key)
+    })
 }
 
 /// A delivery that cannot be attempted at all (bad stored secret or headers).

@@ -42,7 +42,10 @@ extension_sql_file!(
         "enqueue",
         create_endpoint,
         update_endpoint,
-        _endpoints_changed
+        rotate_secret,
+        _public_key,
+        _endpoints_changed,
+        _wake_trigger
     ]
 );
 extension_sql_file!(

@@ -109,6 +109,11 @@ fn disabled_endpoint_gets_no_new_events_and_its_rows_wait_until_enabled() {
         "reason",
     );
     assert_fails(
+        &format!("SELECT webhook_outbox.disable_endpoint({id}, repeat('x', 1001))"),
+        "22001",
+        "at most 1000",
+    );
+    assert_fails(
         &format!("SELECT webhook_outbox.disable_endpoint({id}, NULL)"),
         "22004",
         "reason",
@@ -255,7 +260,7 @@ fn endpoint_changes_record_who_and_what_but_no_secret() {
         [
             "create:",
             "update:url",
-            "update:secret",
+            "rotate_secret:secret",
             "disable:disabled_reason,enabled"
         ]
     );
@@ -270,7 +275,10 @@ fn endpoint_changes_record_who_and_what_but_no_secret() {
     for leak in ["whsec_", "hunter2", "tok3n", "s3cret", "Bearer"] {
         assert!(!trail.contains(leak), "{leak} in the audit trail:\n{trail}");
     }
-    assert!(trail.contains("https://example.net"), "{trail}");
+    assert!(
+        trail.contains("\"url\": \"https://example.net\""),
+        "{trail}"
+    );
     assert!(
         trail.contains("\"header_names\": [\"Authorization\"]"),
         "{trail}"
@@ -280,4 +288,51 @@ fn endpoint_changes_record_who_and_what_but_no_secret() {
         "DELETE FROM webhook_outbox.endpoints WHERE id = {id}"
     ));
     assert_eq!(audit(id).last().map(String::as_str), Some("purge:"));
+}
+
+/// What operators see of a URL: scheme, host and port, never credentials.
+#[pg_test(schema = "tests")]
+fn url_origin_keeps_neither_credentials_nor_path() {
+    for (url, origin) in [
+        ("https://example.com/hook?token=x", "https://example.com"),
+        (
+            "https://user:pw@example.com:8443/hook",
+            "https://example.com:8443",
+        ),
+        ("http://[::1]:9000#frag", "http://[::1]:9000"),
+        ("https://a@b@example.com/", "https://example.com"),
+    ] {
+        assert_eq!(
+            one::<String>(&format!("SELECT webhook_outbox._url_origin('{url}')")),
+            origin,
+            "{url}"
+        );
+    }
+}
+
+/// A role with no rights on endpoint_changes is audited when it updates an
+/// endpoint it was allowed to, and cannot write the trail itself.
+#[pg_test(schema = "tests")]
+fn direct_updates_are_audited_with_the_updaters_name() {
+    let id = endpoint("");
+    run("CREATE ROLE webhook_outbox_test_editor");
+    run("GRANT USAGE ON SCHEMA webhook_outbox TO webhook_outbox_test_editor");
+    run("GRANT SELECT, UPDATE (rate_limit_rps) ON webhook_outbox.endpoints TO webhook_outbox_test_editor");
+    run("SET LOCAL SESSION AUTHORIZATION webhook_outbox_test_editor");
+    run(&format!(
+        "UPDATE webhook_outbox.endpoints SET rate_limit_rps = 3 WHERE id = {id}"
+    ));
+    assert_fails(
+        "INSERT INTO webhook_outbox.endpoint_changes (endpoint_id, operation) VALUES (1, 'update')",
+        "42501",
+        "permission denied",
+    );
+    run("RESET SESSION AUTHORIZATION");
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT operation || '|' || changed_by || '|' || array_to_string(changed, ',')
+             FROM webhook_outbox.endpoint_changes WHERE endpoint_id = {id} ORDER BY id DESC LIMIT 1"
+        )),
+        "update|webhook_outbox_test_editor|rate_limit_rps"
+    );
 }

@@ -22,6 +22,7 @@ mod metrics;
 mod outbox;
 mod replay;
 mod rollout;
+mod signing;
 mod views;
 
 use pgrx::prelude::*;

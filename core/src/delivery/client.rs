@@ -29,7 +29,7 @@ use super::connect::{DnsCache, Pool, PoolKey, Sender};
 use super::headers::{is_reserved, truncate};
 use super::policy::{validate_url, Cidr, Refusal, TargetUrl};
 use super::retry_after::parse_retry_after;
-use super::signature::sign;
+use super::signature::{sign, SigningKey};
 use super::tls;
 
 /// The response body is read up to this many bytes; the rest is discarded
@@ -79,8 +79,9 @@ pub struct Request {
     /// The endpoint's extra headers. Reserved names (see [`validate_header`])
     /// are skipped.
     pub headers: Vec<(String, String)>,
-    /// The decoded `whsec_` secret.
-    pub signing_key: Vec<u8>,
+    /// The endpoint's keys: the current one first, then those of a rotation
+    /// still in their overlap.
+    pub signing_keys: Vec<SigningKey>,
 }
 
 /// Keeps the signing key out of logs.
@@ -92,7 +93,7 @@ impl fmt::Debug for Request {
             .field("timestamp", &self.timestamp)
             .field("body", &self.body)
             .field("headers", &self.headers)
-            .field("signing_key", &"<redacted>")
+            .field("signing_keys", &self.signing_keys.len())
             .finish()
     }
 }
@@ -282,7 +283,7 @@ impl Client {
         sender: &Sender,
     ) -> Result<http::Request<Full<Bytes>>, SendError> {
         let body = Bytes::from(req.body.clone());
-        let signature = sign(&req.signing_key, &req.webhook_id, req.timestamp, &body);
+        let signature = sign(&req.signing_keys, &req.webhook_id, req.timestamp, &body);
         let authority = target
             .uri
             .authority()
@@ -474,7 +475,7 @@ pub(super) mod tests {
             timestamp: 1_700_000_000,
             body: r#"{"type":"invoice.paid","data":{"id":42, "note":"ünï"}}"#.into(),
             headers: vec![],
-            signing_key: vec![7; 24],
+            signing_keys: vec![SigningKey::Hmac(vec![7; 24].into())],
         }
     }
 
@@ -528,8 +529,7 @@ pub(super) mod tests {
         assert_eq!(seen.header("authorization"), "Bearer t0ken");
         assert_eq!(seen.header("webhook-id"), "msg_2Zx8bWkQ");
         assert_eq!(seen.header("webhook-timestamp"), "1700000000");
-        let expected =
-            reference_signature(&req.signing_key, "msg_2Zx8bWkQ", "1700000000", &seen.body);
+        let expected = reference_signature(&[7; 24], "msg_2Zx8bWkQ", "1700000000", &seen.body);
         assert_eq!(seen.header("webhook-signature"), expected);
     }
 

@@ -25,4 +25,7 @@ pub use headers::{check_event_key, truncate, validate_header, MAX_EVENT_KEY_BYTE
 pub use policy::{
     check_ip, classify, parse_cidrs, validate_url, Cidr, Refusal, Rule, TargetUrl, UrlError,
 };
-pub use signature::{decode_secret, generate_secret, sign, validate_secret, SecretError};
+pub use signature::{
+    decode_secret, generate_ed25519_secret, generate_secret, sign, validate_secret, SecretError,
+    SigningKey,
+};

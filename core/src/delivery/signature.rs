@@ -1,10 +1,15 @@
 //! Standard Webhooks signing (https://www.standardwebhooks.com/, the scheme
-//! Svix uses): `webhook-signature: v1,<base64 HMAC-SHA256>` over
-//! `"{webhook-id}.{webhook-timestamp}.{body}"`, keyed with the base64-decoded
-//! part of a `whsec_` secret.
+//! Svix uses), over `"{webhook-id}.{webhook-timestamp}.{body}"`:
+//! `v1,<base64 HMAC-SHA256>` keyed with the base64-decoded part of a `whsec_`
+//! secret, or `v1a,<base64 ed25519 signature>` with a `whsk_` secret key,
+//! which receivers verify with its `whpk_` public key. During a secret
+//! rotation a request carries one signature per key, space-separated.
 
 use std::fmt;
 use std::io::Write;
+use std::sync::Arc;
+
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
@@ -13,6 +18,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 const PREFIX: &str = "whsec_";
+const ED25519_PREFIX: &str = "whsk_";
+const PUBLIC_PREFIX: &str = "whpk_";
+/// An ed25519 secret key: its 32-byte seed, or the seed and the public key.
+const ED25519_SEED_BYTES: usize = 32;
 
 /// Bytes of randomness in a generated secret (what Svix issues).
 const GENERATED_KEY_BYTES: usize = 24;
@@ -35,23 +44,33 @@ pub enum SecretError {
     MissingPrefix,
     NotBase64(String),
     WrongLength(usize),
+    WrongEd25519Length(usize),
+    Ed25519Mismatch,
 }
 
 impl fmt::Display for SecretError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SecretError::MissingPrefix => f.write_str(
-                "signing secret must start with \"whsec_\" followed by the base64-encoded key; \
-                 omit the secret to have one generated",
+                "signing secret must start with \"whsec_\" (HMAC) or \"whsk_\" (ed25519) followed by \
+                 the base64-encoded key; omit the secret to have one generated",
             ),
             SecretError::NotBase64(reason) => write!(
                 f,
-                "signing secret after \"whsec_\" is not standard base64 ({reason})"
+                "signing secret after its prefix is not standard base64 ({reason})"
             ),
             SecretError::WrongLength(n) => write!(
                 f,
                 "signing secret decodes to {n} bytes; it must be {MIN_KEY_BYTES} to \
                  {MAX_KEY_BYTES} random bytes"
+            ),
+            SecretError::WrongEd25519Length(n) => write!(
+                f,
+                "ed25519 secret key decodes to {n} bytes; it must be the 32-byte seed, \
+                 or the seed and its 32-byte public key"
+            ),
+            SecretError::Ed25519Mismatch => f.write_str(
+                "ed25519 secret key: its last 32 bytes are not the public key of its seed",
             ),
         }
     }
@@ -71,8 +90,88 @@ pub fn generate_secret() -> String {
     secret
 }
 
-/// The HMAC key inside a `whsec_` secret.
-pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SecretError> {
+/// A fresh ed25519 secret key: `whsk_` + base64 of a 32-byte seed from the
+/// OS random source.
+pub fn generate_ed25519_secret() -> String {
+    let mut seed = [0u8; ED25519_SEED_BYTES];
+    getrandom::fill(&mut seed).expect("OS random number generator unavailable");
+    format!("{ED25519_PREFIX}{}", STANDARD.encode(seed))
+}
+
+/// A decoded signing secret, cheap to clone. Its `Debug` never shows the key.
+#[derive(Clone)]
+pub enum SigningKey {
+    /// `whsec_`: HMAC-SHA256, signatures `v1,…`.
+    Hmac(Arc<[u8]>),
+    /// `whsk_`: ed25519, signatures `v1a,…`.
+    Ed25519(Arc<Ed25519KeyPair>),
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SigningKey::Hmac(_) => f.write_str("SigningKey::Hmac(<redacted>)"),
+            SigningKey::Ed25519(_) => f.write_str("SigningKey::Ed25519(<redacted>)"),
+        }
+    }
+}
+
+impl SigningKey {
+    /// This key's signature of one attempt: `v1,…` or `v1a,…`.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        // An i64 has at most 20 characters; format it without allocating.
+        let mut digits = [0u8; 20];
+        let mut cursor = &mut digits[..];
+        let _ = write!(cursor, "{timestamp}"); // cannot overflow 20 bytes
+        let len = 20 - cursor.len();
+        let ts = &digits[..len];
+        match self {
+            SigningKey::Hmac(key) => {
+                // HMAC accepts keys of any length; new_from_slice cannot fail for it.
+                let mut mac =
+                    <Hmac<Sha256>>::new_from_slice(key).expect("HMAC takes any key length");
+                for part in [msg_id.as_bytes(), b".", ts, b".", body] {
+                    mac.update(part);
+                }
+                format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+            }
+            SigningKey::Ed25519(pair) => {
+                let mut message = Vec::with_capacity(msg_id.len() + ts.len() + body.len() + 2);
+                for part in [msg_id.as_bytes(), b".", ts, b".", body] {
+                    message.extend_from_slice(part);
+                }
+                format!("v1a,{}", STANDARD.encode(pair.sign(&message)))
+            }
+        }
+    }
+
+    /// `whpk_` + base64 of the public key, for an ed25519 key; `None` for
+    /// HMAC, whose secret is all a receiver has.
+    pub fn public_key(&self) -> Option<String> {
+        match self {
+            SigningKey::Hmac(_) => None,
+            SigningKey::Ed25519(pair) => Some(format!(
+                "{PUBLIC_PREFIX}{}",
+                STANDARD.encode(pair.public_key().as_ref())
+            )),
+        }
+    }
+}
+
+/// The key inside a `whsec_` or `whsk_` secret.
+pub fn decode_secret(secret: &str) -> Result<SigningKey, SecretError> {
+    if let Some(encoded) = secret.strip_prefix(ED25519_PREFIX) {
+        let bytes = LENIENT_BASE64
+            .decode(encoded)
+            .map_err(|e| SecretError::NotBase64(e.to_string()))?;
+        let pair = match bytes.len() {
+            ED25519_SEED_BYTES => Ed25519KeyPair::from_seed_unchecked(&bytes),
+            64 => Ed25519KeyPair::from_seed_and_public_key(&bytes[..32], &bytes[32..]),
+            n => return Err(SecretError::WrongEd25519Length(n)),
+        }
+        .map_err(|_| SecretError::Ed25519Mismatch)?;
+        return Ok(SigningKey::Ed25519(Arc::new(pair)));
+    }
     let encoded = secret
         .strip_prefix(PREFIX)
         .ok_or(SecretError::MissingPrefix)?;
@@ -80,7 +179,7 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SecretError> {
         .decode(encoded)
         .map_err(|e| SecretError::NotBase64(e.to_string()))?;
     if (MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
-        Ok(key)
+        Ok(SigningKey::Hmac(key.into()))
     } else {
         Err(SecretError::WrongLength(key.len()))
     }
@@ -91,33 +190,102 @@ pub fn validate_secret(secret: &str) -> Result<(), SecretError> {
     decode_secret(secret).map(drop)
 }
 
-/// The `webhook-signature` header value for one attempt.
-pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    // An i64 has at most 20 characters; format it without allocating.
-    let mut digits = [0u8; 20];
-    let mut cursor = &mut digits[..];
-    let _ = write!(cursor, "{timestamp}"); // cannot overflow 20 bytes
-    let ts_len = 20 - cursor.len();
-
-    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
-    let mut mac = <Hmac<Sha256>>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(msg_id.as_bytes());
-    mac.update(b".");
-    mac.update(&digits[..ts_len]);
-    mac.update(b".");
-    mac.update(body);
-    let tag = mac.finalize().into_bytes();
-
-    let mut out = String::with_capacity(3 + 44);
-    out.push_str("v1,");
-    STANDARD.encode_string(tag, &mut out);
-    out
+/// The `webhook-signature` header value for one attempt: one signature per
+/// key, the current key first, separated by spaces.
+pub fn sign(keys: &[SigningKey], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    keys.iter()
+        .map(|k| k.sign(msg_id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use sha2::Digest;
+
+    pub(crate) fn hmac_bytes(key: &SigningKey) -> Vec<u8> {
+        match key {
+            SigningKey::Hmac(bytes) => bytes.to_vec(),
+            SigningKey::Ed25519(_) => panic!("not an HMAC key"),
+        }
+    }
+
+    /// The RFC 8032 test vector 1: its seed, public key, and the signature of
+    /// the empty message.
+    const RFC8032_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    const RFC8032_PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ed25519_keys_sign_v1a_and_show_their_public_key() {
+        let secret = format!("whsk_{}", STANDARD.encode(hex(RFC8032_SEED)));
+        let key = decode_secret(&secret).unwrap();
+        assert_eq!(
+            key.public_key(),
+            Some(format!("whpk_{}", STANDARD.encode(hex(RFC8032_PUBLIC))))
+        );
+        let sig = key.sign("msg_1", 1614265330, b"{}");
+        let raw = STANDARD
+            .decode(sig.strip_prefix("v1a,").expect("v1a"))
+            .unwrap();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, hex(RFC8032_PUBLIC))
+            .verify(b"msg_1.1614265330.{}", &raw)
+            .expect("verifies over {id}.{timestamp}.{body}");
+        // Seed and public key together; a mismatched pair is refused.
+        let both = format!(
+            "whsk_{}",
+            STANDARD.encode([hex(RFC8032_SEED), hex(RFC8032_PUBLIC)].concat())
+        );
+        assert_eq!(decode_secret(&both).unwrap().public_key(), key.public_key());
+        let wrong = format!(
+            "whsk_{}",
+            STANDARD.encode([hex(RFC8032_SEED), vec![1; 32]].concat())
+        );
+        assert_eq!(validate_secret(&wrong), Err(SecretError::Ed25519Mismatch));
+        assert_eq!(
+            validate_secret(&format!("whsk_{}", STANDARD.encode([1u8; 31]))),
+            Err(SecretError::WrongEd25519Length(31))
+        );
+        let generated = generate_ed25519_secret();
+        assert!(
+            decode_secret(&generated).unwrap().public_key().is_some(),
+            "{generated}"
+        );
+        assert_ne!(generated, generate_ed25519_secret());
+        assert_eq!(
+            decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                .unwrap()
+                .public_key(),
+            None
+        );
+        assert!(!format!("{key:?}").contains(&secret[5..15]));
+    }
+
+    #[test]
+    fn every_key_signs_the_header_current_first() {
+        let old = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let new = decode_secret(&format!("whsk_{}", STANDARD.encode(hex(RFC8032_SEED)))).unwrap();
+        let header = sign(&[new.clone(), old.clone()], "msg_1", 7, b"x");
+        assert_eq!(
+            header,
+            format!(
+                "{} {}",
+                new.sign("msg_1", 7, b"x"),
+                old.sign("msg_1", 7, b"x")
+            )
+        );
+        assert!(
+            header.starts_with("v1a,") && header.contains(" v1,"),
+            "{header}"
+        );
+    }
 
     /// HMAC-SHA256 written out from RFC 2104 over the bare hash, so the tests do
     /// not trust the `hmac` crate wiring they are checking.
@@ -145,11 +313,16 @@ pub(crate) mod tests {
     fn matches_the_published_standard_webhooks_vector() {
         let key = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
-        let sig = sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        let sig = key.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         assert_eq!(
             sig,
-            reference_signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", body)
+            reference_signature(
+                &hmac_bytes(&key),
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                body
+            )
         );
     }
 
@@ -163,7 +336,7 @@ pub(crate) mod tests {
             for ts in timestamps {
                 for body in bodies {
                     assert_eq!(
-                        sign(key, "msg_1", ts, body),
+                        SigningKey::Hmac(key.into()).sign("msg_1", ts, body),
                         reference_signature(key, "msg_1", &ts.to_string(), body),
                         "ts {ts}"
                     );
@@ -178,7 +351,7 @@ pub(crate) mod tests {
         let b = generate_secret();
         assert!(a.starts_with("whsec_") && a.len() == 6 + 32, "{a}");
         assert_ne!(a, b);
-        assert_eq!(decode_secret(&a).unwrap().len(), 24);
+        assert_eq!(hmac_bytes(&decode_secret(&a).unwrap()).len(), 24);
         assert_eq!(validate_secret(&a), Ok(()));
     }
 
@@ -186,7 +359,10 @@ pub(crate) mod tests {
     fn secret_validation() {
         let b64 = |n: usize| format!("whsec_{}", STANDARD.encode(vec![9u8; n]));
         let unpadded = format!("whsec_{}", STANDARD.encode([9u8; 25]).trim_end_matches('='));
-        assert_eq!(decode_secret(&unpadded).unwrap(), vec![9u8; 25]);
+        assert_eq!(
+            hmac_bytes(&decode_secret(&unpadded).unwrap()),
+            vec![9u8; 25]
+        );
         assert!(validate_secret(&b64(24)).is_ok());
         assert!(validate_secret(&b64(64)).is_ok());
         assert_eq!(validate_secret(&b64(23)), Err(SecretError::WrongLength(23)));

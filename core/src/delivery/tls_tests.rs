@@ -89,7 +89,7 @@ fn send(client: &Client, url: String) -> Outcome {
         timestamp: 1_700_000_000,
         body: "{}".into(),
         headers: vec![],
-        signing_key: vec![1; 24],
+        signing_keys: vec![crate::delivery::SigningKey::Hmac(vec![1; 24].into())],
     })
 }
 
@@ -303,7 +303,9 @@ fn send_concurrently(
                             timestamp: 1_700_000_000,
                             body: format!("{{\"n\":{i}}}"),
                             headers: vec![("x-tenant".into(), "acme".into())],
-                            signing_key: vec![3; 24],
+                            signing_keys: vec![crate::delivery::SigningKey::Hmac(
+                                vec![3; 24].into(),
+                            )],
                         })
                         .await
                 })
