@@ -281,8 +281,36 @@ $$;
 COMMENT ON FUNCTION _next_due() IS
 'Internal: when the worker''s next claim may find a delivery (NULL: nothing waits).';
 
+-- What an external worker needs to send one delivery, and nothing more: no
+-- table rights, and no secret (the signature is made here).
+CREATE TYPE ready_delivery AS (
+    id              bigint,
+    endpoint_id     bigint,
+    event_id        text,
+    event_type      text,
+    payload         jsonb,
+    status          text,
+    attempt_count   integer,
+    max_attempts    integer,
+    locked_until    timestamptz,
+    lease_token     uuid,
+    url             text,
+    headers         jsonb,
+    body            text,
+    webhook_headers jsonb
+);
+COMMENT ON TYPE ready_delivery IS
+'A delivery claimed by get_ready_deliveries(): POST body to url with headers, webhook_headers and Content-Type: application/json, '
+'then report the result with record_attempt(id, lease_token, ...).';
+COMMENT ON COLUMN ready_delivery.body IS 'The request body, byte for byte (the signature covers exactly this text).';
+COMMENT ON COLUMN ready_delivery.headers IS 'The endpoint''s extra headers, {"name": "value"}.';
+COMMENT ON COLUMN ready_delivery.webhook_headers IS
+'The Standard Webhooks headers, signed at the claim: {"webhook-id", "webhook-timestamp", "webhook-signature"}. '
+'Receivers refuse a timestamp far from their clock (five minutes, commonly): send within the lease.';
+COMMENT ON COLUMN ready_delivery.lease_token IS 'Pass it to record_attempt(): only the holder of the latest claim may settle the delivery.';
+
 CREATE FUNCTION get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '30 seconds')
-RETURNS SETOF deliveries
+RETURNS SETOF ready_delivery
 LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
@@ -301,9 +329,17 @@ BEGIN
     IF NOT _worker_serves_here() THEN
         PERFORM _route_intake(batch_size);
     END IF;
-    RETURN QUERY SELECT * FROM _claim(batch_size, lease);
+    RETURN QUERY
+    SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.payload, d.status, d.attempt_count, d.max_attempts,
+           d.locked_until, d.lease_token, e.url, e.headers, b.body,
+           _webhook_headers(d.event_id, b.body, e.secret, ARRAY(SELECT r.secret FROM _retired_secrets(e) r))
+    FROM _claim(batch_size, lease) d
+    JOIN endpoints e ON e.id = d.endpoint_id
+    CROSS JOIN LATERAL (SELECT d.payload::text AS body) b;
 END
 $$;
 COMMENT ON FUNCTION get_ready_deliveries(integer, interval) IS
 'Claim up to batch_size due deliveries (pending or retry, not under a live lease) for an external worker: '
-'they are leased (locked_until; delivery_state() says sending) until the lease ends. Skips disabled endpoints and open circuits. Report each result with record_attempt().';
+'they are leased (locked_until; delivery_state() says sending) until the lease ends. Skips disabled endpoints and open circuits. '
+'Each row has all a request needs (url, headers, body and the signed webhook_headers): EXECUTE on this and record_attempt() is all '
+'an external worker needs. Report each result with record_attempt().';

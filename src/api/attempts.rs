@@ -1,6 +1,8 @@
-//! Reporting results from outside: `record_attempt` for an external worker,
-//! `update_webhook_health` for health alone. Both go through `settle`, the
-//! same code the background worker uses.
+//! External workers: the signature headers `get_ready_deliveries` hands them
+//! (`_webhook_headers`, so that secrets never leave the database), and
+//! reporting results: `record_attempt`, and `update_webhook_health` for
+//! health alone. Both go through `settle`, the same code the background
+//! worker uses.
 
 use crate::pg::{error, interval_ms, invalid, not_null, spi_error};
 use crate::settle::{self, AttemptResult, HealthEvent};
@@ -30,6 +32,30 @@ fn check_result(
         }
     }
     Ok(())
+}
+
+/// The Standard Webhooks headers of one attempt, signed now with the
+/// endpoint's secret and those of a rotation still in their overlap, as the
+/// worker signs: `{"webhook-id", "webhook-timestamp", "webhook-signature"}`.
+/// Called by `get_ready_deliveries` for each row it hands out.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn _webhook_headers(
+    event_id: &str,
+    body: &str,
+    secret: &str,
+    retired: Vec<Option<String>>,
+) -> Result<pgrx::JsonB, ErrorReport> {
+    let keys = std::iter::once(secret.to_owned())
+        .chain(retired.into_iter().flatten())
+        .map(|s| crate::pipeline::signing_key(&s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, e, ""))?;
+    let timestamp = webhook_outbox_core::now_ms() / 1_000;
+    Ok(pgrx::JsonB(serde_json::json!({
+        "webhook-id": event_id,
+        "webhook-timestamp": timestamp.to_string(),
+        "webhook-signature": webhook_outbox_core::delivery::sign(&keys, event_id, timestamp, body.as_bytes()),
+    })))
 }
 
 #[pg_extern(volatile, security_definer)]

@@ -389,7 +389,7 @@ thread_local! {
     static KEYS: std::cell::RefCell<HashMap<Box<str>, SigningKey>> = Default::default();
 }
 
-fn signing_key(secret: &str) -> Result<SigningKey, String> {
+pub(crate) fn signing_key(secret: &str) -> Result<SigningKey, String> {
     KEYS.with_borrow_mut(|keys| {
         if let Some(key) = keys.get(secret) {
             return Ok(key.clone());

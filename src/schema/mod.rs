@@ -32,7 +32,13 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/claim.sql",
     name = "claim",
-    requires = ["schema", "enqueue", _setting]
+    requires = [
+        "schema",
+        "enqueue",
+        _setting,
+        _webhook_headers,
+        _worker_serves_here
+    ]
 );
 extension_sql_file!(
     "../../sql/endpoints.sql",

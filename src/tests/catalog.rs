@@ -37,7 +37,7 @@ fn catalog_api_signatures_and_defaults() {
         ("delete_endpoint", "endpoint_id bigint, dead_reason text DEFAULT NULL::text", "bigint"),
         ("enqueue", "endpoint_id bigint, event_type text, payload jsonb, event_id text DEFAULT NULL::text, subject_id text DEFAULT NULL::text", "bigint"),
         ("emit", "event_type text, payload jsonb, event_id text DEFAULT NULL::text, subject_id text DEFAULT NULL::text", "integer"),
-        ("get_ready_deliveries", "batch_size integer DEFAULT 10, lease interval DEFAULT '00:00:30'::interval", "SETOF webhook_outbox.deliveries"),
+        ("get_ready_deliveries", "batch_size integer DEFAULT 10, lease interval DEFAULT '00:00:30'::interval", "SETOF webhook_outbox.ready_delivery"),
         ("record_attempt", "delivery_id bigint, lease_token uuid, status_code integer, response_time_ms integer, error text DEFAULT NULL::text, retry_after interval DEFAULT NULL::interval", "text"),
         ("update_webhook_health", "webhook_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL::text", "webhook_outbox.health_metrics"),
         ("requeue_dead", "max_rows integer DEFAULT 100, endpoint_id bigint DEFAULT NULL::bigint, dry_run boolean DEFAULT false", "bigint"),

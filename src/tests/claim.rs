@@ -428,3 +428,35 @@ fn claim_fills_beside_many_small_endpoints() {
     assert!(small.iter().all(|d| batch.contains(d)), "{batch:?}");
     assert!(batch.len() > small.len() + 1, "nothing filled: {batch:?}");
 }
+
+/// An external worker gets all a request needs, signed: the secret stays in
+/// the database.
+#[pg_test(schema = "tests")]
+fn claim_hands_out_what_a_request_needs_signed() {
+    let e = endpoint("headers => '{\"X-Team\": \"a\"}'");
+    let d = enqueue(e);
+    let row = one::<String>(
+        "SELECT format('%s|%s|%s|%s|%s|%s', id, url, headers, body, body = payload::text,
+                      (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(webhook_headers) k))
+         FROM webhook_outbox.get_ready_deliveries(1)",
+    );
+    assert_eq!(
+        row,
+        format!(
+            r#"{d}|https://example.com/hook|{{"X-Team": "a"}}|{{"n": 1}}|t|webhook-id,webhook-signature,webhook-timestamp"#
+        )
+    );
+    // webhook-id is the event id; the timestamp is the claim's; one v1 signature,
+    // two during a rotation's overlap.
+    run(&format!("SELECT webhook_outbox.rotate_secret({e})"));
+    enqueue(e);
+    assert_eq!(
+        one::<String>(
+            "SELECT format('%s|%s|%s', webhook_headers->>'webhook-id' = event_id,
+                          abs((webhook_headers->>'webhook-timestamp')::bigint - extract(epoch FROM clock_timestamp())) < 5,
+                          array_length(string_to_array(webhook_headers->>'webhook-signature', ' '), 1))
+             FROM webhook_outbox.get_ready_deliveries(1)"
+        ),
+        "t|t|2"
+    );
+}
