@@ -23,4 +23,6 @@ SELECT pg_catalog.pg_extension_config_dump('backfill_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('backfill_runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('backfill_errors', '');
 SELECT pg_catalog.pg_extension_config_dump('replay_log', '');
+SELECT pg_catalog.pg_extension_config_dump('operational_events', '');
+SELECT pg_catalog.pg_extension_config_dump('operational_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('replay_log_id_seq', '');

@@ -92,6 +92,11 @@ BEGIN
             CASE WHEN operation IN ('disable', 'delete') THEN NEW.disabled_reason END,
             CASE WHEN TG_OP <> 'INSERT' THEN _endpoint_audit_value(OLD) END,
             CASE WHEN TG_OP <> 'DELETE' THEN _endpoint_audit_value(NEW) END);
+    -- Whoever disabled it (a 410, auto_disable_after, an operator), operators hear of it.
+    IF operation = 'disable' THEN
+        INSERT INTO operational_events (event_type, endpoint_id, data)
+        VALUES ('endpoint.disabled', NEW.id, jsonb_build_object('reason', NEW.disabled_reason));
+    END IF;
     RETURN NULL;
 END
 $$;

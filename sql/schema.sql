@@ -327,7 +327,9 @@ CREATE TABLE attempts (
     duration_ms   integer,
     status_code   integer,
     error         text,
-    response_body text
+    response_body text,
+    failure_class text,
+    remote_addr   inet
 );
 -- A log: no key of its own (attempt numbers restart when a dead letter is
 -- requeued) and no foreign key (a per-row RI check would cost more than the
@@ -335,7 +337,12 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_delivery_idx ON attempts (delivery_id, attempt_no);
 -- Append-only in time order: BRIN serves the last-hour/last-day views at a fraction of a btree's upkeep.
 CREATE INDEX attempts_time_brin ON attempts USING brin (attempted_at);
-COMMENT ON TABLE attempts IS 'One row per HTTP attempt: when, how long, status or error, first bytes of the response.';
+COMMENT ON TABLE attempts IS 'One row per HTTP attempt: when, how long, status or error, why it failed, the address it went to, first bytes of the response.';
+COMMENT ON COLUMN attempts.failure_class IS
+'Why it failed; NULL for a success: timeout, dns, connect (refused, unreachable, connect_timeout), tls, policy (refused by the '
+'SSRF guard or allow_http), invalid_request, connection (broken before a complete response), invalid_response, http_status, '
+'redirect (never followed), response_body. An external worker''s report: http_status, redirect or connection.';
+COMMENT ON COLUMN attempts.remote_addr IS 'The address the request was sent to (after DNS and the SSRF check); NULL when no connection was made or an external worker reported it.';
 
 CREATE TABLE health_metrics (
     webhook_id            bigint PRIMARY KEY REFERENCES endpoints (id) ON DELETE CASCADE,

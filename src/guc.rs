@@ -34,6 +34,8 @@ static RETRY_AFTER_MAX_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 static CIRCUIT_FAILURE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(5);
 static CIRCUIT_OPEN_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
 static AUTO_DISABLE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(5 * 86_400);
+static FAILING_AFTER: GucSetting<i32> = GucSetting::<i32>::new(3);
+static OPERATIONS_ENDPOINT: GucSetting<i32> = GucSetting::<i32>::new(0);
 static ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
 static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
@@ -128,6 +130,26 @@ pub fn init(preloading: bool) {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.failing_after",
+        c"Consecutive failures after which an endpoint.failing operational event is published.",
+        c"",
+        &FAILING_AFTER,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook_outbox.operations_endpoint",
+        c"Endpoint id that receives every operational event as a webhook; 0 = none.",
+        c"The events stay in webhook_outbox.operational_events and are NOTIFYed on webhook_outbox_events either way.",
+        &OPERATIONS_ENDPOINT,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"webhook_outbox.allow_http",
@@ -341,6 +363,9 @@ unsafe extern "C-unwind" fn check_retry_schedule(
             false
         }
     }
+}
+pub fn failing_after() -> i32 {
+    FAILING_AFTER.get()
 }
 pub fn auto_disable_after_ms() -> i64 {
     AUTO_DISABLE_AFTER_S.get() as i64 * 1_000

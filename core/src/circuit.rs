@@ -137,6 +137,30 @@ impl Health {
                 .is_some_and(|since| now_ms - since >= after_ms)
     }
 
+    /// What operators are told of the change from `before` to this state
+    /// (operational events): the endpoint started failing (reached
+    /// `failing_after` consecutive failures) or recovered from that (a
+    /// success), its circuit opened (from closed: not each re-opening after
+    /// a failed probe) or closed.
+    pub fn notices(&self, before: &Health, failing_after: i32) -> Vec<&'static str> {
+        let failing = |h: &Health| h.consecutive_failures >= failing_after;
+        let mut notices = Vec::new();
+        if !failing(before) && failing(self) {
+            notices.push("endpoint.failing");
+        }
+        if failing(before) && self.consecutive_failures == 0 {
+            notices.push("endpoint.recovered");
+        }
+        match (before.circuit, self.circuit) {
+            (CircuitState::Closed, CircuitState::Open) => notices.push("circuit.opened"),
+            (CircuitState::Open | CircuitState::HalfOpen, CircuitState::Closed) => {
+                notices.push("circuit.closed")
+            }
+            _ => {}
+        }
+        notices
+    }
+
     /// `unavailable` while the circuit is not closed, `degraded` after any
     /// failure since the last success, `healthy` otherwise.
     pub fn status(&self) -> &'static str {
@@ -213,6 +237,36 @@ mod tests {
         assert!(!h.failing_too_long(60 * day, 5 * day));
         fail(&mut h, 7 * day);
         assert_eq!(h.failing_since, Some(7 * day));
+    }
+
+    #[test]
+    fn notices_mark_each_transition_once() {
+        let mut h = Health::default();
+        let mut heard = Vec::new();
+        for i in 0..7 {
+            let before = h.clone();
+            fail(&mut h, i);
+            heard.extend(h.notices(&before, 3));
+        }
+        assert_eq!(heard, ["endpoint.failing", "circuit.opened"]);
+        // A failed probe re-opens the circuit: no new notice.
+        h.circuit = CircuitState::HalfOpen;
+        let before = h.clone();
+        fail(&mut h, 100);
+        assert!(h.notices(&before, 3).is_empty());
+        h.circuit = CircuitState::HalfOpen;
+        let before = h.clone();
+        h.record(true, Some(200), None, None, 200, &POLICY);
+        assert_eq!(
+            h.notices(&before, 3),
+            ["endpoint.recovered", "circuit.closed"]
+        );
+        // Failures under the threshold, then a success: nothing to tell.
+        let before = h.clone();
+        fail(&mut h, 300);
+        fail(&mut h, 301);
+        h.record(true, Some(200), None, None, 302, &POLICY);
+        assert!(h.notices(&before, 3).is_empty());
     }
 
     #[test]

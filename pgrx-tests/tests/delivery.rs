@@ -132,6 +132,11 @@ fn client_errors_are_dead_after_one_attempt() {
     for (code, id, rx) in &cases {
         let d = wait_for_status(&mut db, *id, "dead", SETTLE);
         assert_eq!((d.attempt_count, d.last_status_code), (1, Some(i32::from(*code))));
+        let class: Option<String> = db
+            .query_one("SELECT failure_class FROM webhook_outbox.attempts WHERE delivery_id = $1", &[id])
+            .expect("the attempt")
+            .get(0);
+        assert_eq!(class.as_deref(), Some("http_status"));
         std::thread::sleep(BACKOFF_BASE * 3);
         assert_eq!(rx.request_count(), 1, "{code} must not be retried");
     }

@@ -52,6 +52,15 @@ fn loopback_disguises_are_refused_unless_allowed() {
     let id = enqueue(&mut db, ep.id, &json!({"allowed": true}));
     wait_for_status(&mut db, id, "sent", SETTLE);
     assert_eq!(rx.request_count(), 1);
+    // The address the name resolved to and the request went to, recorded.
+    let (class, addr): (Option<String>, Option<String>) = db
+        .query_one(
+            "SELECT failure_class, host(remote_addr) FROM webhook_outbox.attempts WHERE delivery_id = $1",
+            &[&id],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("the attempt");
+    assert_eq!((class, addr.as_deref()), (None, Some("127.0.0.1")));
 }
 
 #[test]
@@ -68,4 +77,12 @@ fn plain_http_is_refused_when_not_allowed() {
     println!("{url} with allow_http off: {d:?}");
     assert!(mentions(&d.last_error, &["allow_http"]), "{d:?}");
     assert_eq!(rx.connections(), 0);
+    let (class, addr): (Option<String>, Option<String>) = db
+        .query_one(
+            "SELECT failure_class, remote_addr::text FROM webhook_outbox.attempts WHERE delivery_id = $1",
+            &[&id],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("the attempt");
+    assert_eq!((class.as_deref(), addr), (Some("policy"), None), "refused before any connection");
 }

@@ -43,6 +43,11 @@ fn untrusted_certificates_are_refused() {
         let d = wait_for_status(&mut db, id, "dead", SETTLE);
         println!("{what}: {}", d.last_error.as_deref().unwrap_or("(no error)"));
         assert!(mentions(&d.last_error, &["certificate"]), "{what}: the error should mention the certificate: {d:?}");
+        let class: Option<String> = db
+            .query_one("SELECT failure_class FROM webhook_outbox.attempts WHERE delivery_id = $1", &[&id])
+            .expect("the attempt")
+            .get(0);
+        assert_eq!(class.as_deref(), Some("tls"), "{what}");
         assert!(rx.connections() > 0, "{what}: the worker should have tried the handshake");
         assert_eq!(rx.request_count(), 0, "{what}: no request may pass an untrusted certificate");
     }

@@ -126,6 +126,9 @@ fn record_attempt(
             retry_after_ms,
             permanent: false,
             response_body: None,
+            failure_class: webhook_outbox_core::delivery::FailureClass::of_reported(status_code)
+                .map(|c| c.as_str()),
+            remote_addr: None,
         };
         let settled =
             settle::settle(client, &[result], settle::HealthLock::Wait, &[]).map_err(spi_error)?;

@@ -11,7 +11,7 @@ use pgrx::spi::{self, SpiClient};
 use rates::with_rates;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use webhook_outbox_core::delivery::{self, Client, HttpConfig, Request, SigningKey};
+use webhook_outbox_core::delivery::{self, Client, FailureClass, HttpConfig, Request, SigningKey};
 use webhook_outbox_core::dispatch::{Dispatcher, Done, Job, Ticket, Waker};
 use webhook_outbox_core::now_ms;
 use webhook_outbox_core::ratelimit::Admit;
@@ -232,6 +232,8 @@ impl Engine {
                     retry_after_ms: outcome.retry_after.map(|d| d.as_millis() as u64),
                     permanent: outcome.permanent,
                     response_body: outcome.response_prefix.clone(),
+                    failure_class: outcome.failure.map(FailureClass::as_str),
+                    remote_addr: outcome.remote_addr.map(|a| a.ip().to_string()),
                 }),
                 Done::Released(t) => released.push((*t, 0)),
             }
@@ -417,5 +419,7 @@ fn failure(ticket: Ticket, error: String) -> AttemptResult {
         retry_after_ms: None,
         permanent: true,
         response_body: None,
+        failure_class: Some(FailureClass::InvalidRequest.as_str()),
+        remote_addr: None,
     }
 }

@@ -55,6 +55,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/operations.sql",
+    name = "operations",
+    requires = ["schema", "enqueue", _setting]
+);
+extension_sql_file!(
     "../../sql/attempts.sql",
     name = "attempts",
     requires = ["schema", record_attempt, _update_webhook_health, run_once]
@@ -87,6 +92,6 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/backup.sql",
     name = "backup",
-    requires = ["replay", "backfill", "rollout"]
+    requires = ["replay", "backfill", "rollout", "endpoints", "operations"]
 );
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);

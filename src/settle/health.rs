@@ -104,6 +104,7 @@ pub fn record_health(
     }
     let now = now_ms();
     let policy = guc::breaker_policy();
+    let before = rows.clone();
     for e in events {
         if let Some(h) = rows.get_mut(&e.endpoint_id) {
             h.record(
@@ -179,6 +180,36 @@ pub fn record_health(
         })
         .collect();
     super::disable_endpoints(client, &failing)?;
+    let failing_after = guc::failing_after();
+    let notices: Vec<(&str, i64, serde_json::Value)> = rows
+        .iter()
+        .flat_map(|(id, h)| {
+            let was = &before[id];
+            h.notices(was, failing_after).into_iter().map(move |kind| {
+                let data = serde_json::json!({
+                    "consecutive_failures": h.consecutive_failures,
+                    "last_status_code": h.last_status_code,
+                    "last_error": h.last_error,
+                });
+                (kind, *id, data)
+            })
+        })
+        .collect();
+    if !notices.is_empty() {
+        pg::execute(
+            client,
+            include_str!("../../sql/queries/operational_events.sql"),
+            &[
+                notices.iter().map(|n| n.0).collect::<Vec<_>>().into(),
+                notices.iter().map(|n| n.1).collect::<Vec<_>>().into(),
+                notices
+                    .iter()
+                    .map(|n| pgrx::JsonB(n.2.clone()))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ],
+        )?;
+    }
     // Rows not loaded: held by another session, or their endpoint is gone.
     let missing: Vec<i64> = ids
         .into_iter()

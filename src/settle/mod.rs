@@ -32,6 +32,10 @@ pub struct AttemptResult {
     pub retry_after_ms: Option<u64>,
     pub permanent: bool,
     pub response_body: Option<String>,
+    /// Why it failed (`FailureClass::as_str`); `None` for a success.
+    pub failure_class: Option<&'static str>,
+    /// The address the request went to, when a connection was made.
+    pub remote_addr: Option<String>,
 }
 
 /// What `settle` wrote.
@@ -140,6 +144,12 @@ pub fn settle(
                 .map(|r| pgrx::Uuid::from_bytes(r.lease))
                 .collect::<Vec<_>>()
                 .into(),
+            results
+                .iter()
+                .map(|r| r.failure_class)
+                .collect::<Vec<_>>()
+                .into(),
+            column(&|r| r.remote_addr.clone()).into(),
         ],
     )?;
     let mut ours = HashSet::new();
@@ -173,6 +183,19 @@ pub fn settle(
         )
         .collect();
     let (open_circuits, skipped_health) = record_health(client, &health, lock)?;
+    // Operators hear of every delivery that went dead.
+    let dead: Vec<i64> = statuses
+        .iter()
+        .filter(|(_, status)| *status == "dead")
+        .map(|(id, _)| *id)
+        .collect();
+    if !dead.is_empty() {
+        pg::execute(
+            client,
+            include_str!("../../sql/queries/exhausted.sql"),
+            &[dead.into()],
+        )?;
+    }
     // 410 Gone: the endpoint is disabled, its deliveries wait (Verdict::Gone).
     let gone: Vec<(i64, String)> = results
         .iter()

@@ -14,6 +14,29 @@ fn attempts_of(d: i64) -> Vec<String> {
     ))
 }
 
+/// Each attempt's failure class (`-` for none), in order.
+fn classes_of(d: i64) -> String {
+    super::one(&format!(
+        "SELECT string_agg(coalesce(failure_class, '-'), ',' ORDER BY attempt_no)
+         FROM webhook_outbox.attempts WHERE delivery_id = {d}"
+    ))
+}
+
+/// An external worker's report is classed by what it says: its status, or a
+/// connection failure without one.
+#[pg_test(schema = "tests")]
+fn reported_attempts_are_classed() {
+    run("SET LOCAL webhook_outbox.circuit_failure_threshold = 100");
+    let d = enqueue(endpoint(""));
+    for result in ["503, 1", "NULL, 1, 'reset'", "302, 1"] {
+        attempt(d, result);
+    }
+    assert_eq!(classes_of(d), "http_status,connection,redirect");
+    let sent = enqueue(endpoint(""));
+    attempt(sent, "204, 1");
+    assert_eq!(classes_of(sent), "-");
+}
+
 #[track_caller]
 fn assert_delay(d: i64, expected_s: f64) {
     let delay = delay_s(d);
@@ -443,6 +466,8 @@ fn settle_and_release_change_only_the_current_lease() {
         retry_after_ms: None,
         permanent: false,
         response_body: None,
+        failure_class: None,
+        remote_addr: None,
     };
     let write = |lease: [u8; 16]| {
         Spi::connect_mut(|c| settle::settle(c, &[result(lease)], settle::HealthLock::Wait, &[]))

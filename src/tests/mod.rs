@@ -19,6 +19,7 @@ mod health;
 mod lifecycle;
 mod maintenance;
 mod metrics;
+mod operations;
 mod outbox;
 mod replay;
 mod rollout;

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -115,6 +116,66 @@ pub struct Outcome {
     /// Retrying cannot help: the URL, a header or the destination address is
     /// refused by policy.
     pub permanent: bool,
+    /// Why it failed, as a class; `None` for a 2xx response.
+    pub failure: Option<FailureClass>,
+    /// The address the request went to, once a connection was made.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// Why an attempt failed, as recorded in `attempts.failure_class`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// No complete response within `http_timeout`.
+    Timeout,
+    /// The host name did not resolve.
+    Dns,
+    /// No connection: refused, unreachable, or not within `connect_timeout`.
+    Connect,
+    /// The TLS handshake failed: an untrusted or invalid certificate, say.
+    Tls,
+    /// Refused before sending: the URL or an address is not allowed (SSRF guard).
+    Policy,
+    /// The request could not be built (a bad stored header or secret).
+    InvalidRequest,
+    /// The connection broke before a complete response.
+    Connection,
+    /// The response was not valid HTTP.
+    InvalidResponse,
+    /// A response with a status other than 2xx (and not a redirect).
+    HttpStatus,
+    /// A 3xx response: redirects are never followed.
+    Redirect,
+    /// The response body could not be read to its end.
+    ResponseBody,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Timeout => "timeout",
+            FailureClass::Dns => "dns",
+            FailureClass::Connect => "connect",
+            FailureClass::Tls => "tls",
+            FailureClass::Policy => "policy",
+            FailureClass::InvalidRequest => "invalid_request",
+            FailureClass::Connection => "connection",
+            FailureClass::InvalidResponse => "invalid_response",
+            FailureClass::HttpStatus => "http_status",
+            FailureClass::Redirect => "redirect",
+            FailureClass::ResponseBody => "response_body",
+        }
+    }
+
+    /// The class of a result an external worker reports (record_attempt):
+    /// from its status, or `connection` for a failure without one.
+    pub fn of_reported(status: Option<i32>) -> Option<FailureClass> {
+        match status {
+            Some(200..=299) => None,
+            Some(300..=399) => Some(FailureClass::Redirect),
+            Some(_) => Some(FailureClass::HttpStatus),
+            None => Some(FailureClass::Connection),
+        }
+    }
 }
 
 /// `Send + Sync`: share it behind an `Arc`. `send` must run inside a tokio
@@ -144,7 +205,7 @@ pub(super) enum SendError {
     InvalidRequest(String),
     Dns(String),
     ConnectTimeout,
-    Io(io::Error),
+    Connect(io::Error),
     Tls(io::Error),
     Http(hyper::Error),
 }
@@ -177,20 +238,25 @@ impl Client {
     /// Sends one attempt and describes what happened.
     pub async fn send(&self, req: &Request) -> Outcome {
         let started = Instant::now();
+        // Where the request went, known once connected, even if it then times out.
+        let peer = Mutex::new(None);
         let mut outcome = match validate_url(&req.url, self.allow_http) {
-            Err(e) => failure(e.to_string(), true),
+            Err(e) => failure(e.to_string(), true, FailureClass::Policy),
             Ok(target) => {
-                match tokio::time::timeout(self.timeout, self.exchange(&target, req)).await {
+                match tokio::time::timeout(self.timeout, self.exchange(&target, req, &peer)).await {
                     Ok(Ok(outcome)) => outcome,
                     Ok(Err(e)) => {
-                        let (message, permanent) = self.explain(e);
-                        failure(message, permanent)
+                        let (message, permanent, class) = self.explain(e);
+                        failure(message, permanent, class)
                     }
-                    Err(_) => failure(self.timed_out(), false),
+                    Err(_) => failure(self.timed_out(), false, FailureClass::Timeout),
                 }
             }
         };
         outcome.duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        outcome.remote_addr = *peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         outcome
     }
 
@@ -198,12 +264,23 @@ impl Client {
         format!("timeout: no complete response within {:?}", self.timeout)
     }
 
-    async fn exchange(&self, target: &TargetUrl, req: &Request) -> Result<Outcome, SendError> {
+    async fn exchange(
+        &self,
+        target: &TargetUrl,
+        req: &Request,
+        peer: &Mutex<Option<SocketAddr>>,
+    ) -> Result<Outcome, SendError> {
+        let connected = |sender: &Sender| {
+            *peer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender.peer());
+        };
         let key: PoolKey = (target.scheme_https, target.host.clone(), target.port);
         // A pooled connection the server closed meanwhile fails before any
         // response: that request goes again, once, on a new connection.
         let response = match self.checkout(&key) {
             Some(mut sender) => {
+                connected(&sender);
                 match sender.send_request(self.build(target, req, &sender)?).await {
                     // Built again rather than cloned up front: the retry is rare, a
                     // clone of every request's headers would not be.
@@ -212,6 +289,7 @@ impl Client {
                             self.evict(&key);
                         }
                         let mut fresh = self.open(target, &key).await?;
+                        connected(&fresh);
                         let response = fresh.send_request(self.build(target, req, &fresh)?).await;
                         response.map(|r| (r, fresh))
                     }
@@ -220,6 +298,7 @@ impl Client {
             }
             None => {
                 let mut sender = self.open(target, &key).await?;
+                connected(&sender);
                 sender
                     .send_request(self.build(target, req, &sender)?)
                     .await
@@ -254,21 +333,29 @@ impl Client {
             Ok((prefix, complete)) => {
                 // Only a connection whose response was read to its end can carry
                 // the next request; an HTTP/2 one is shared from the moment it is made.
-                if let (true, Sender::Http1(sender)) = (complete, sender) {
-                    self.checkin(key, sender);
+                if let (true, Sender::Http1(sender, peer)) = (complete, sender) {
+                    self.checkin(key, sender, peer);
                 }
                 (prefix, None)
             }
             Err(e) => {
-                let (message, _) = self.explain(SendError::Http(e));
+                let (message, _, _) = self.explain(SendError::Http(e));
                 (None, Some(format!("reading response body: {message}")))
             }
+        };
+        let failure = if redirect.is_some() {
+            Some(FailureClass::Redirect)
+        } else if body_error.is_some() {
+            Some(FailureClass::ResponseBody)
+        } else {
+            (!status.is_success()).then_some(FailureClass::HttpStatus)
         };
         Ok(Outcome {
             status: Some(status.as_u16()),
             error: redirect.or(body_error),
             retry_after,
             response_prefix,
+            failure,
             ..Outcome::default()
         })
     }
@@ -317,43 +404,66 @@ impl Client {
         builder.body(Full::new(body)).map_err(invalid)
     }
 
-    fn explain(&self, err: SendError) -> (String, bool) {
-        let message = match err {
-            SendError::Refused(refusal) => return (refusal.to_string(), true),
-            SendError::InvalidRequest(e) => return (format!("invalid request: {e}"), true),
-            SendError::Dns(e) => format!("dns: {e}"),
-            SendError::ConnectTimeout => {
-                format!("timeout: no connection within {:?}", self.connect_timeout)
+    /// The error's text, whether retrying cannot help, and its class.
+    fn explain(&self, err: SendError) -> (String, bool, FailureClass) {
+        let (message, class) = match err {
+            SendError::Refused(refusal) => {
+                return (refusal.to_string(), true, FailureClass::Policy)
             }
-            SendError::Tls(e) if e.kind() == io::ErrorKind::InvalidData => format!("tls: {e}"),
-            SendError::Io(e) | SendError::Tls(e) => self.io_message(&e),
+            SendError::InvalidRequest(e) => {
+                return (
+                    format!("invalid request: {e}"),
+                    true,
+                    FailureClass::InvalidRequest,
+                )
+            }
+            SendError::Dns(e) => (format!("dns: {e}"), FailureClass::Dns),
+            SendError::ConnectTimeout => (
+                format!("timeout: no connection within {:?}", self.connect_timeout),
+                FailureClass::Connect,
+            ),
+            SendError::Connect(e) => (self.io_message(&e).0, FailureClass::Connect),
+            SendError::Tls(e) if e.kind() == io::ErrorKind::InvalidData => {
+                (format!("tls: {e}"), FailureClass::Tls)
+            }
+            SendError::Tls(e) => (self.io_message(&e).0, FailureClass::Tls),
             SendError::Http(e) => {
                 let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>());
                 match io {
                     Some(io) => self.io_message(io),
-                    None if e.is_incomplete_message() || e.is_canceled() || e.is_closed() => {
-                        "connection closed before a complete response".to_owned()
-                    }
-                    None if e.is_parse() || e.is_parse_status() => {
-                        format!("invalid HTTP response: {e}")
-                    }
-                    None if e.is_timeout() => self.timed_out(),
-                    None => format!("network error: {e}"),
+                    None if e.is_incomplete_message() || e.is_canceled() || e.is_closed() => (
+                        "connection closed before a complete response".to_owned(),
+                        FailureClass::Connection,
+                    ),
+                    None if e.is_parse() || e.is_parse_status() => (
+                        format!("invalid HTTP response: {e}"),
+                        FailureClass::InvalidResponse,
+                    ),
+                    None if e.is_timeout() => (self.timed_out(), FailureClass::Timeout),
+                    None => (format!("network error: {e}"), FailureClass::Connection),
                 }
             }
         };
-        (message, false)
+        (message, false, class)
     }
 
-    fn io_message(&self, e: &io::Error) -> String {
+    fn io_message(&self, e: &io::Error) -> (String, FailureClass) {
         match e.kind() {
-            io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-            io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
-            io::ErrorKind::UnexpectedEof => {
-                "connection closed before a complete response".to_owned()
+            io::ErrorKind::ConnectionRefused => {
+                ("connection refused".to_owned(), FailureClass::Connect)
             }
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => self.timed_out(),
-            _ => format!("network error: {e}"),
+            io::ErrorKind::ConnectionReset => (
+                "connection reset by peer".to_owned(),
+                FailureClass::Connection,
+            ),
+            io::ErrorKind::UnexpectedEof => (
+                "connection closed before a complete response".to_owned(),
+                FailureClass::Connection,
+            ),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                (self.timed_out(), FailureClass::Timeout)
+            }
+            _ => (format!("network error: {e}"), FailureClass::Connection),
         }
     }
 }
@@ -378,10 +488,11 @@ fn unprocessed(e: &hyper::Error, sender: &Sender) -> bool {
     })
 }
 
-fn failure(message: String, permanent: bool) -> Outcome {
+fn failure(message: String, permanent: bool, class: FailureClass) -> Outcome {
     Outcome {
         error: Some(message),
         permanent,
+        failure: Some(class),
         ..Outcome::default()
     }
 }
@@ -495,6 +606,12 @@ pub(super) mod tests {
         assert_eq!(outcome.retry_after, None);
         assert!(!outcome.permanent);
         assert!(outcome.duration_ms < 5000);
+        assert_eq!(outcome.failure, None);
+        assert_eq!(
+            outcome.remote_addr,
+            Some(server.addr),
+            "the address connected to"
+        );
     }
 
     #[test]
@@ -541,6 +658,7 @@ pub(super) mod tests {
         assert_eq!(outcome.status, Some(500));
         assert_eq!(outcome.error, None, "a status is not a transport error");
         assert!(!outcome.permanent);
+        assert_eq!(outcome.failure, Some(FailureClass::HttpStatus));
         // 1024 bytes hold exactly 512 two-byte characters.
         assert_eq!(outcome.response_prefix, Some("é".repeat(512)));
     }
@@ -579,6 +697,7 @@ pub(super) mod tests {
             Some("redirect not followed (status 302 to http://127.0.0.1:1/new)")
         );
         assert!(!outcome.permanent);
+        assert_eq!(outcome.failure, Some(FailureClass::Redirect));
         assert_eq!(server.received().len(), 1);
     }
 
@@ -613,6 +732,12 @@ pub(super) mod tests {
             "{error}"
         );
         assert!(!outcome.permanent);
+        assert_eq!(outcome.failure, Some(FailureClass::Timeout));
+        assert_eq!(
+            outcome.remote_addr,
+            Some(server.addr),
+            "known before the timeout"
+        );
         assert!(
             (250..3000).contains(&outcome.duration_ms),
             "{}",
@@ -636,6 +761,7 @@ pub(super) mod tests {
             Some("http URLs are refused while webhook_outbox.allow_http is off; use https")
         );
         assert!(outcome.permanent);
+        assert_eq!(outcome.failure, Some(FailureClass::Policy));
         assert!(listener.accept().is_err(), "no connection may be made");
     }
 

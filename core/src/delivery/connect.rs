@@ -35,13 +35,13 @@ const DNS_CACHE_SOFT_LIMIT: usize = 1024;
 /// Where a pooled connection goes: scheme, host as written, port.
 pub(super) type PoolKey = (bool, String, u16);
 
-/// One connection's request side.
+/// One connection's request side, with the address it is connected to.
 pub(super) enum Sender {
     /// One request at a time: checked out of the idle pool, checked back in
     /// once its response was read to the end.
-    Http1(http1::SendRequest<Full<Bytes>>),
+    Http1(http1::SendRequest<Full<Bytes>>, SocketAddr),
     /// Many at once: stays in the pool, and each request takes a clone.
-    Http2(http2::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>, SocketAddr),
 }
 
 impl Sender {
@@ -50,28 +50,38 @@ impl Sender {
         request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<Incoming>, hyper::Error> {
         match self {
-            Sender::Http1(s) => s.send_request(request).await,
-            Sender::Http2(s) => s.send_request(request).await,
+            Sender::Http1(s, _) => s.send_request(request).await,
+            Sender::Http2(s, _) => s.send_request(request).await,
         }
     }
 
     pub(super) fn is_closed(&self) -> bool {
         match self {
-            Sender::Http1(s) => s.is_closed(),
-            Sender::Http2(s) => s.is_closed(),
+            Sender::Http1(s, _) => s.is_closed(),
+            Sender::Http2(s, _) => s.is_closed(),
+        }
+    }
+
+    /// The address the connection went to (after DNS and the SSRF check).
+    pub(super) fn peer(&self) -> SocketAddr {
+        match self {
+            Sender::Http1(_, peer) | Sender::Http2(_, peer) => *peer,
         }
     }
 
     pub(super) fn is_http2(&self) -> bool {
-        matches!(self, Sender::Http2(_))
+        matches!(self, Sender::Http2(..))
     }
 }
+
+/// An HTTP/1.1 connection's request side, with its address.
+type Http1Sender = (http1::SendRequest<Full<Bytes>>, SocketAddr);
 
 /// Connections kept for the next requests, per [`PoolKey`].
 #[derive(Default)]
 pub(super) struct Pool {
-    idle: HashMap<PoolKey, Vec<http1::SendRequest<Full<Bytes>>>>,
-    shared: HashMap<PoolKey, http2::SendRequest<Full<Bytes>>>,
+    idle: HashMap<PoolKey, Vec<Http1Sender>>,
+    shared: HashMap<PoolKey, (http2::SendRequest<Full<Bytes>>, SocketAddr)>,
     /// Hosts that chose HTTP/2: one request at a time opens their connection
     /// (see [`Client::open`]).
     h2_gates: HashMap<PoolKey, Arc<tokio::sync::Mutex<()>>>,
@@ -89,16 +99,16 @@ impl Client {
     /// The host's HTTP/2 connection, shared, or an idle HTTP/1.1 one.
     pub(super) fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         let mut pool = lock(&self.pool);
-        if let Some(shared) = pool.shared.get(key) {
+        if let Some((shared, peer)) = pool.shared.get(key) {
             if !shared.is_closed() {
-                return Some(Sender::Http2(shared.clone()));
+                return Some(Sender::Http2(shared.clone(), *peer));
             }
             pool.shared.remove(key);
         }
         let senders = pool.idle.get_mut(key)?;
-        while let Some(sender) = senders.pop() {
+        while let Some((sender, peer)) = senders.pop() {
             if sender.is_ready() {
-                return Some(Sender::Http1(sender));
+                return Some(Sender::Http1(sender, peer));
             }
         }
         None
@@ -106,14 +116,19 @@ impl Client {
 
     /// Keeps an HTTP/1.1 connection, whose response was read to its end, for
     /// the next request.
-    pub(super) fn checkin(&self, key: PoolKey, sender: http1::SendRequest<Full<Bytes>>) {
+    pub(super) fn checkin(
+        &self,
+        key: PoolKey,
+        sender: http1::SendRequest<Full<Bytes>>,
+        peer: SocketAddr,
+    ) {
         if sender.is_closed() {
             return;
         }
         let mut pool = lock(&self.pool);
         let senders = pool.idle.entry(key).or_default();
         if senders.len() < self.max_idle_per_host {
-            senders.push(sender);
+            senders.push((sender, peer));
         }
     }
 
@@ -121,15 +136,15 @@ impl Client {
     /// requests that follow use it. Requests that started before it was made
     /// opened their own; the first one made stays, and the others close when
     /// their requests end.
-    fn share(&self, key: &PoolKey, sender: &http2::SendRequest<Full<Bytes>>) {
+    fn share(&self, key: &PoolKey, sender: &http2::SendRequest<Full<Bytes>>, peer: SocketAddr) {
         let mut pool = lock(&self.pool);
         pool.h2_gates.entry(key.clone()).or_default();
         let kept = pool
             .shared
             .entry(key.clone())
-            .or_insert_with(|| sender.clone());
-        if kept.is_closed() {
-            *kept = sender.clone();
+            .or_insert_with(|| (sender.clone(), peer));
+        if kept.0.is_closed() {
+            *kept = (sender.clone(), peer);
         }
     }
 
@@ -160,9 +175,9 @@ impl Client {
         }
         let sender = self.connect(target).await?;
         match &sender {
-            Sender::Http2(shared) => self.share(key, shared),
+            Sender::Http2(shared, peer) => self.share(key, shared, *peer),
             // The host no longer picks h2: its connections open in parallel again.
-            Sender::Http1(_) => {
+            Sender::Http1(..) => {
                 lock(&self.pool).h2_gates.remove(key);
             }
         }
@@ -186,7 +201,7 @@ impl Client {
                         continue;
                     }
                     Ok(Err(e)) => {
-                        last = SendError::Io(e);
+                        last = SendError::Connect(e);
                         continue;
                     }
                     Ok(Ok(tcp)) => tcp,
@@ -198,9 +213,9 @@ impl Client {
                     .map_err(|e| SendError::InvalidRequest(format!("tls server name: {e}")))?;
                 let tls = self.tls.connect(name, tcp).await.map_err(SendError::Tls)?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                self.handshake(TokioIo::new(tls), h2).await
+                self.handshake(TokioIo::new(tls), h2, addr).await
             } else {
-                self.handshake(TokioIo::new(tcp), false).await
+                self.handshake(TokioIo::new(tcp), false, addr).await
             };
         }
         Err(last)
@@ -263,7 +278,7 @@ impl Client {
     /// closes it. An HTTP/2 connection is pinged while requests are in
     /// flight: one that stopped answering is closed (and so leaves the pool)
     /// instead of taking every request to its host into a timeout.
-    async fn handshake<T>(&self, io: T, h2: bool) -> Result<Sender, SendError>
+    async fn handshake<T>(&self, io: T, h2: bool, peer: SocketAddr) -> Result<Sender, SendError>
     where
         T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -276,11 +291,11 @@ impl Client {
                 .await
                 .map_err(SendError::Http)?;
             tokio::spawn(connection);
-            return Ok(Sender::Http2(sender));
+            return Ok(Sender::Http2(sender, peer));
         }
         let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
         tokio::spawn(connection);
-        Ok(Sender::Http1(sender))
+        Ok(Sender::Http1(sender, peer))
     }
 }
 
@@ -347,6 +362,11 @@ mod tests {
             outcome.error.as_deref(),
             Some("timeout: no connection within 300ms")
         );
+        assert_eq!(
+            outcome.failure,
+            Some(crate::delivery::FailureClass::Connect)
+        );
+        assert_eq!(outcome.remote_addr, None);
         assert!(
             (250..3000).contains(&outcome.duration_ms),
             "{}",
@@ -365,6 +385,10 @@ mod tests {
         assert_eq!(outcome.status, None);
         assert_eq!(outcome.error.as_deref(), Some("connection refused"));
         assert!(!outcome.permanent);
+        assert_eq!(
+            outcome.failure,
+            Some(crate::delivery::FailureClass::Connect)
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ mod tls;
 #[cfg(test)]
 mod tls_tests;
 
-pub use client::{Client, HttpConfig, Outcome, Request, RESPONSE_BODY_CAP, RESPONSE_PREFIX_BYTES};
+pub use client::{
+    Client, FailureClass, HttpConfig, Outcome, Request, RESPONSE_BODY_CAP, RESPONSE_PREFIX_BYTES,
+};
 pub use headers::{check_event_key, truncate, validate_header, MAX_EVENT_KEY_BYTES};
 pub use policy::{
     check_ip, classify, parse_cidrs, validate_url, Cidr, Refusal, Rule, TargetUrl, UrlError,

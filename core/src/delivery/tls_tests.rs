@@ -101,6 +101,7 @@ fn assert_tls_refused(outcome: &Outcome, server: &Server, want: &str) {
     );
     assert_eq!(outcome.status, None);
     assert!(!outcome.permanent, "the receiver can fix its certificate");
+    assert_eq!(outcome.failure, Some(crate::delivery::FailureClass::Tls));
     assert!(
         server.received().is_empty(),
         "no request may pass a failed handshake"
