@@ -67,7 +67,7 @@ BEGIN
     || _prom_family('webhook_endpoint_info', 'gauge',
         'Always 1; carries each endpoint''s name, to join on the endpoint label.',
         ARRAY(SELECT format('%s 1', _prom_labels('endpoint', e.id::text, 'name', e.name))
-              FROM endpoints e ORDER BY e.id))
+              FROM endpoints e WHERE e.deleted_at IS NULL ORDER BY e.id))
     || _prom_family('webhook_delivery_duration_seconds', 'histogram',
         'Duration of HTTP attempts per endpoint, over the current clock hour (resets on the hour).',
         ARRAY(WITH per_ms AS (
@@ -85,12 +85,14 @@ BEGIN
                   -- Prometheus' default buckets, 5 ms to 10 s, in whole milliseconds.
                   CROSS JOIN unnest('{5,10,25,50,100,250,500,1000,2500,5000,10000,NULL}'::integer[]) WITH ORDINALITY l(le_ms, ord)
                   LEFT JOIN per_ms p ON p.endpoint_id = e.id
+                  WHERE e.deleted_at IS NULL
                   GROUP BY e.id, l.le_ms, l.ord
               ), totals AS (
                   SELECT e.id AS endpoint_id, coalesce(sum(p.n), 0) AS n,
                          coalesce(sum(p.n * p.duration_ms), 0)::float8 / 1000 AS seconds
                   FROM endpoints e
                   LEFT JOIN per_ms p ON p.endpoint_id = e.id
+                  WHERE e.deleted_at IS NULL
                   GROUP BY e.id
               )
               SELECT line FROM (

@@ -103,9 +103,10 @@ SELECT e.id AS webhook_id,
 FROM endpoints e
 CROSS JOIN (VALUES ('1 hour', interval '1 hour'), ('1 day', interval '1 day')) w(window_name, span)
 LEFT JOIN attempts a ON a.endpoint_id = e.id AND a.attempted_at >= now() - w.span
+WHERE e.deleted_at IS NULL
 GROUP BY e.id, e.name, w.window_name, w.span
 ORDER BY e.id, w.span;
-COMMENT ON VIEW v_webhook_performance IS 'Per endpoint, over the last hour and the last day: attempts, success rate, p50/p95 response time.';
+COMMENT ON VIEW v_webhook_performance IS 'Per endpoint (deleted ones left out), over the last hour and the last day: attempts, success rate, p50/p95 response time.';
 
 CREATE VIEW v_dead_letters AS
 SELECT d.id AS delivery_id,

@@ -158,37 +158,53 @@ fn update_endpoint(
     // Locked (and found, and not deleted) before it is changed.
     Spi::run_with_args("SELECT webhook_outbox._lock_endpoint($1)", &[id.into()])
         .map_err(spi_error)?;
-    // Written only when something differs: an unchanged endpoint gets no
-    // audit row and keeps emit()'s route caches.
-    let changed = Spi::get_one_with_args::<i64>(
-        "WITH wanted AS (
-             SELECT e.id,
-                    coalesce($2, e.url) AS url,
-                    CASE WHEN 'name' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL ELSE coalesce($3, e.name) END AS name,
-                    CASE WHEN 'event_types' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
-                         ELSE coalesce($4, e.event_types) END AS event_types,
-                    CASE WHEN 'rate_limit_rps' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
-                         ELSE coalesce($5, e.rate_limit_rps) END AS rate_limit_rps,
-                    CASE WHEN 'max_attempts' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
-                         ELSE coalesce($6, e.max_attempts) END AS max_attempts,
-                    CASE WHEN 'headers' OPERATOR(pg_catalog.=) ANY ($8) THEN '{}'::pg_catalog.jsonb
-                         ELSE coalesce($7, e.headers) END AS headers,
-                    CASE WHEN 'retry_schedule' OPERATOR(pg_catalog.=) ANY ($8) THEN NULL
-                         ELSE coalesce($9::pg_catalog.interval[], e.retry_schedule) END AS retry_schedule
-             FROM webhook_outbox.endpoints e
-             WHERE e.id OPERATOR(pg_catalog.=) $1
-         ), changed AS (
-             UPDATE webhook_outbox.endpoints e
-             SET url = w.url, name = w.name, event_types = w.event_types, rate_limit_rps = w.rate_limit_rps,
-                 max_attempts = w.max_attempts, headers = w.headers, retry_schedule = w.retry_schedule
-             FROM wanted w
-             WHERE e.id OPERATOR(pg_catalog.=) w.id
-               AND (e.url, e.name, e.event_types, e.rate_limit_rps, e.max_attempts, e.headers, e.retry_schedule)
-                   IS DISTINCT FROM (w.url, w.name, w.event_types, w.rate_limit_rps, w.max_attempts, w.headers,
-                                     w.retry_schedule)
+    // Only the columns given or reset are assigned: assigning even the same
+    // value to name (unique, so a key) would count as a key update, and
+    // hold every enqueue() to this endpoint (its foreign key's share lock)
+    // until the caller commits. Written only when something differs: an
+    // unchanged endpoint gets no audit row and keeps emit()'s route caches.
+    let columns = [
+        ("url", "$2", url.is_some()),
+        ("name", "$3", name.is_some()),
+        ("event_types", "$4", event_types.is_some()),
+        ("rate_limit_rps", "$5", rate_limit_rps.is_some()),
+        ("max_attempts", "$6", max_attempts.is_some()),
+        ("headers", "$7", headers.is_some()),
+        (
+            "retry_schedule",
+            "$8::pg_catalog.interval[]",
+            retry_schedule.is_some(),
+        ),
+    ];
+    let assigned: Vec<(&str, &str)> = columns
+        .iter()
+        .filter_map(
+            |&(column, param, given)| match (given, reset.iter().any(|r| r == column)) {
+                (true, _) => Some((column, param)),
+                (false, true) if column == "headers" => Some((column, "'{}'::pg_catalog.jsonb")),
+                (false, true) => Some((column, "NULL")),
+                (false, false) => None,
+            },
+        )
+        .collect();
+    if assigned.is_empty() {
+        return Ok(false);
+    }
+    let list =
+        |f: &dyn Fn(&(&str, &str)) -> String| assigned.iter().map(f).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "WITH changed AS (
+             UPDATE webhook_outbox.endpoints e SET {}
+             WHERE e.id OPERATOR(pg_catalog.=) $1 AND ROW({}) IS DISTINCT FROM ROW({})
              RETURNING 1
          )
          SELECT pg_catalog.count(*) FROM changed",
+        list(&|(c, v)| format!("{c} = {v}")),
+        list(&|(c, _)| format!("e.{c}")),
+        list(&|(_, v)| v.to_string()),
+    );
+    let changed = Spi::get_one_with_args::<i64>(
+        &sql,
         &[
             id.into(),
             url.into(),
@@ -197,7 +213,6 @@ fn update_endpoint(
             rate_limit_rps.into(),
             max_attempts.into(),
             headers.map(JsonB).into(),
-            reset.into(),
             retry_schedule.into(),
         ],
     )

@@ -214,9 +214,14 @@ fn delete_endpoint_refuses_while_rows_wait_unless_they_may_die() {
         0
     );
     assert_eq!(
-        one::<i64>(&format!("SELECT count(*) FROM webhook_outbox.v_webhook_health_dashboard WHERE webhook_id = {id}")),
+        one::<i64>(&format!(
+            "SELECT (SELECT count(*) FROM webhook_outbox.v_webhook_health_dashboard WHERE webhook_id = {id})
+                  + (SELECT count(*) FROM webhook_outbox.v_webhook_performance WHERE webhook_id = {id})"
+        )),
         0
     );
+    assert!(!one::<String>("SELECT webhook_outbox.metrics()")
+        .contains(&format!("webhook_endpoint_info{{endpoint=\"{id}\"")));
     assert_eq!(delivery_status(queued), "dead");
     assert_eq!(
         audit(id).last().map(String::as_str),
