@@ -306,7 +306,8 @@ COMMENT ON COLUMN ready_delivery.body IS 'The request body, byte for byte (the s
 COMMENT ON COLUMN ready_delivery.headers IS 'The endpoint''s extra headers, {"name": "value"}.';
 COMMENT ON COLUMN ready_delivery.webhook_headers IS
 'The Standard Webhooks headers, signed at the claim: {"webhook-id", "webhook-timestamp", "webhook-signature"}. '
-'Receivers refuse a timestamp far from their clock (five minutes, commonly): send within the lease.';
+'Receivers refuse a timestamp far from their clock (five minutes, commonly): send within the lease. '
+'NULL when the endpoint''s stored secret is not a valid key: do not send; report the attempt failed.';
 COMMENT ON COLUMN ready_delivery.lease_token IS 'Pass it to record_attempt(): only the holder of the latest claim may settle the delivery.';
 
 CREATE FUNCTION get_ready_deliveries(batch_size integer DEFAULT 10, lease interval DEFAULT '30 seconds')

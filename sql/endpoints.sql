@@ -172,6 +172,9 @@ BEGIN
     END IF;
     -- The worker wakes at commit (trigger endpoints_enabled).
     UPDATE endpoints x SET enabled = true, disabled_reason = NULL WHERE x.id = e.id;
+    -- A fresh count for auto_disable_after: its next failure must not
+    -- disable it again at once.
+    UPDATE health_metrics h SET failing_since = NULL WHERE h.webhook_id = e.id;
     -- What waited goes now, retries included: the operator says the receiver
     -- is back. The circuit breaker still admits one probe first if it is open.
     UPDATE deliveries d SET next_attempt_at = now()

@@ -23,7 +23,9 @@ COMMENT ON TABLE operational_events IS
 COMMENT ON COLUMN operational_events.data IS
 'Details: the failure count, status and error (failing, exhausted), the reason (disabled), the event (exhausted). Never a secret.';
 
--- The JSON an event is published as: the NOTIFY payload and the webhook's body.
+-- The JSON an event is published as: the webhook's body. The NOTIFY payload
+-- leaves out data: any role may LISTEN, so it carries only what names the
+-- event; its details are in the table, for those granted it.
 CREATE FUNCTION _operational_json(e operational_events) RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, webhook_outbox, pg_temp
@@ -31,7 +33,7 @@ AS $$
     SELECT jsonb_build_object('id', e.id, 'type', e.event_type, 'endpoint_id', e.endpoint_id,
                               'delivery_id', e.delivery_id, 'occurred_at', e.occurred_at, 'data', e.data)
 $$;
-COMMENT ON FUNCTION _operational_json(operational_events) IS 'Internal: an operational event as published (NOTIFY payload, webhook body).';
+COMMENT ON FUNCTION _operational_json(operational_events) IS 'Internal: an operational event as published (the webhook body; the NOTIFY payload without data).';
 
 -- Published once per statement, for all its rows: the NOTIFYs go at commit;
 -- the webhooks are deliveries like any other (event_id op_<id>, so each is
@@ -45,8 +47,17 @@ AS $$
 DECLARE
     target bigint := nullif(_setting('operations_endpoint')::bigint, 0);
 BEGIN
-    PERFORM pg_notify('webhook_outbox_events', _operational_json(n)::text)
+    PERFORM pg_notify('webhook_outbox_events', (_operational_json(n) - 'data')::text)
     FROM published n WHERE NOT _restored(n.occurred_at) ORDER BY n.id;
+    -- The operations endpoint locked as enqueue() locks it, but never waited
+    -- for: this runs inside the worker's settle, which must not stall on an
+    -- operator's open transaction. Held (or deleted): no webhook this time;
+    -- the event stays in the table and was NOTIFYed.
+    IF target IS NOT NULL AND _setting('mode') <> 'off' THEN
+        SELECT x.id INTO target FROM endpoints x
+        WHERE x.id = target AND x.deleted_at IS NULL
+        FOR KEY SHARE SKIP LOCKED;
+    END IF;
     IF target IS NOT NULL AND _setting('mode') <> 'off' THEN
         INSERT INTO deliveries (endpoint_id, event_id, event_type, payload, status, max_attempts)
         SELECT r.endpoint_id, 'op_' || n.id, n.event_type, _operational_json(n),

@@ -53,7 +53,11 @@ CREATE TABLE endpoints (
     enabled         boolean NOT NULL DEFAULT true,
     rate_limit_rps  double precision CHECK (rate_limit_rps >= 0),
     max_attempts    integer CHECK (max_attempts BETWEEN 1 AND 100),
-    retry_schedule  interval[] CHECK (cardinality(retry_schedule) BETWEEN 1 AND 99),
+    -- What parse_schedule() accepts: 1 to 99 steps, each from 1 ms to 7 days.
+    retry_schedule  interval[] CHECK (cardinality(retry_schedule) BETWEEN 1 AND 99
+                                      AND array_position(retry_schedule, NULL) IS NULL
+                                      AND interval '1 millisecond' <= ALL (retry_schedule)
+                                      AND interval '7 days' >= ALL (retry_schedule)),
     -- Secrets rotate_secret() replaced, each signing until its time, newest first.
     retired_secrets text[],
     retired_until   timestamptz[],

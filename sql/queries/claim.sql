@@ -9,7 +9,8 @@ SELECT d.id, d.endpoint_id, d.event_id, d.payload::pg_catalog.text, d.attempt_co
        e.retired
 FROM webhook_outbox._claim($1, $2::pg_catalog.float8 OPERATOR(pg_catalog.*) interval '1 millisecond', $3) d
 CROSS JOIN LATERAL (
-    SELECT x.url, x.secret, x.headers, x.rate_limit_rps, ARRAY(SELECT r.secret FROM webhook_outbox._retired_secrets(x) r) AS retired
+    SELECT x.url, x.secret, x.headers, x.rate_limit_rps, CASE WHEN x.retired_secrets IS NOT NULL
+                THEN ARRAY(SELECT r.secret FROM webhook_outbox._retired_secrets(x) r) END AS retired
     FROM webhook_outbox.endpoints x
     WHERE x.id OPERATOR(pg_catalog.=) d.endpoint_id
     OFFSET 0

@@ -37,21 +37,23 @@ fn check_result(
 /// The Standard Webhooks headers of one attempt, signed now with the
 /// endpoint's secret and those of a rotation still in their overlap, as the
 /// worker signs: `{"webhook-id", "webhook-timestamp", "webhook-signature"}`.
-/// Called by `get_ready_deliveries` for each row it hands out.
+/// Called by `get_ready_deliveries` for each row it hands out. NULL when a
+/// stored secret does not decode (written by hand): that row cannot be signed,
+/// and an ERROR would stop every claim behind it.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn _webhook_headers(
     event_id: &str,
     body: &str,
     secret: &str,
     retired: Vec<Option<String>>,
-) -> Result<pgrx::JsonB, ErrorReport> {
+) -> Option<pgrx::JsonB> {
     let keys = std::iter::once(secret.to_owned())
         .chain(retired.into_iter().flatten())
         .map(|s| crate::pipeline::signing_key(&s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, e, ""))?;
+        .ok()?;
     let timestamp = webhook_outbox_core::now_ms() / 1_000;
-    Ok(pgrx::JsonB(serde_json::json!({
+    Some(pgrx::JsonB(serde_json::json!({
         "webhook-id": event_id,
         "webhook-timestamp": timestamp.to_string(),
         "webhook-signature": webhook_outbox_core::delivery::sign(&keys, event_id, timestamp, body.as_bytes()),

@@ -63,9 +63,21 @@ pub fn settle(
         return Ok(Settled::default());
     }
     let policy = guc::retry_policy();
+    // 410 Gone: the endpoint is disabled and the delivery waits
+    // (Verdict::Gone). An endpoint whose row another session holds stays
+    // enabled for now: its 410 is retried like any failure, never at once.
+    let gone: Vec<(i64, String)> = results
+        .iter()
+        .filter(|r| outcome::classify(r.status_code, r.permanent) == Class::Gone)
+        .map(|r| (r.endpoint_id, "the receiver answered 410 Gone".to_owned()))
+        .collect();
+    let disabled = disable_endpoints(client, &gone)?;
     let classes: Vec<Class> = results
         .iter()
-        .map(|r| outcome::classify(r.status_code, r.permanent))
+        .map(|r| match outcome::classify(r.status_code, r.permanent) {
+            Class::Gone if !disabled.contains(&r.endpoint_id) => Class::Transient,
+            class => class,
+        })
         .collect();
     let retried: Vec<i64> = results
         .iter()
@@ -196,14 +208,6 @@ pub fn settle(
             &[dead.into()],
         )?;
     }
-    // 410 Gone: the endpoint is disabled, its deliveries wait (Verdict::Gone).
-    let gone: Vec<(i64, String)> = results
-        .iter()
-        .zip(&verdicts)
-        .filter(|(r, v)| **v == Verdict::Gone && ours.contains(&r.delivery_id))
-        .map(|(r, _)| (r.endpoint_id, "the receiver answered 410 Gone".to_owned()))
-        .collect();
-    disable_endpoints(client, &gone)?;
     let stale = results.len() - statuses.len();
     Ok(Settled {
         statuses,
@@ -249,12 +253,13 @@ fn own_schedules(
 /// Disable endpoints, each with its reason (audited in endpoint_changes like
 /// an operator's disable_endpoint()). One held by another session is left
 /// for the next result: a settle never waits on an operator's transaction.
+/// Returns those that are disabled now.
 pub(crate) fn disable_endpoints(
     client: &mut SpiClient<'_>,
     endpoints: &[(i64, String)],
-) -> spi::Result<()> {
+) -> spi::Result<HashSet<i64>> {
     if endpoints.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     pg::execute(
         client,
@@ -271,6 +276,7 @@ pub(crate) fn disable_endpoints(
                 .collect::<Vec<_>>()
                 .into(),
         ],
-    )
-    .map(drop)
+    )?
+    .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
+    .collect()
 }

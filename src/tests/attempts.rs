@@ -631,5 +631,12 @@ fn an_endpoint_failing_for_days_is_disabled() {
     );
     assert!(one::<bool>(&format!(
         "SELECT enabled FROM webhook_outbox.endpoints WHERE id = {fresh}"
+    ))); // Enabled again: a fresh count, so its next failure does not disable it at once.
+    run(&format!("SELECT webhook_outbox.enable_endpoint({e})"));
+    run(&format!(
+        "SELECT webhook_outbox.update_webhook_health({e}, 503, 1)"
+    ));
+    assert!(one::<bool>(&format!(
+        "SELECT enabled FROM webhook_outbox.endpoints WHERE id = {e}"
     )));
 }
