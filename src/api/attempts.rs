@@ -47,11 +47,8 @@ fn _webhook_headers(
     secret: &str,
     retired: Vec<Option<String>>,
 ) -> Option<pgrx::JsonB> {
-    let keys = std::iter::once(secret.to_owned())
-        .chain(retired.into_iter().flatten())
-        .map(|s| crate::pipeline::signing_key(&s))
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
+    let retired: Vec<String> = retired.into_iter().flatten().collect();
+    let keys = crate::pipeline::signing_keys(secret, &retired).ok()?;
     let timestamp = webhook_outbox_core::now_ms() / 1_000;
     Some(pgrx::JsonB(serde_json::json!({
         "webhook-id": event_id,

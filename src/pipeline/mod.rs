@@ -351,10 +351,7 @@ impl ClaimedRow {
     }
 
     fn into_request(self, timestamp: i64) -> Result<Request, String> {
-        let signing_keys = std::iter::once(&self.secret)
-            .chain(&self.retired)
-            .map(|s| signing_key(s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let signing_keys = signing_keys(&self.secret, &self.retired)?;
         let headers = if self.headers == "{}" {
             Vec::new()
         } else {
@@ -391,7 +388,19 @@ thread_local! {
     static KEYS: std::cell::RefCell<HashMap<Box<str>, SigningKey>> = Default::default();
 }
 
-pub(crate) fn signing_key(secret: &str) -> Result<SigningKey, String> {
+/// An endpoint's keys as requests are signed with them: its secret first,
+/// then those of a rotation still in their overlap.
+pub(crate) fn signing_keys(
+    secret: &str,
+    retired: &[impl AsRef<str>],
+) -> Result<Vec<SigningKey>, String> {
+    std::iter::once(secret)
+        .chain(retired.iter().map(AsRef::as_ref))
+        .map(signing_key)
+        .collect()
+}
+
+fn signing_key(secret: &str) -> Result<SigningKey, String> {
     KEYS.with_borrow_mut(|keys| {
         if let Some(key) = keys.get(secret) {
             return Ok(key.clone());

@@ -66,19 +66,22 @@ pub fn settle(
     // 410 Gone: the endpoint is disabled and the delivery waits
     // (Verdict::Gone). An endpoint whose row another session holds stays
     // enabled for now: its 410 is retried like any failure, never at once.
+    let mut classes: Vec<Class> = results
+        .iter()
+        .map(|r| outcome::classify(r.status_code, r.permanent))
+        .collect();
     let gone: Vec<(i64, String)> = results
         .iter()
-        .filter(|r| outcome::classify(r.status_code, r.permanent) == Class::Gone)
-        .map(|r| (r.endpoint_id, "the receiver answered 410 Gone".to_owned()))
+        .zip(&classes)
+        .filter(|(_, c)| **c == Class::Gone)
+        .map(|(r, _)| (r.endpoint_id, "the receiver answered 410 Gone".to_owned()))
         .collect();
     let disabled = disable_endpoints(client, &gone)?;
-    let classes: Vec<Class> = results
-        .iter()
-        .map(|r| match outcome::classify(r.status_code, r.permanent) {
-            Class::Gone if !disabled.contains(&r.endpoint_id) => Class::Transient,
-            class => class,
-        })
-        .collect();
+    for (r, class) in results.iter().zip(classes.iter_mut()) {
+        if *class == Class::Gone && !disabled.contains(&r.endpoint_id) {
+            *class = Class::Transient;
+        }
+    }
     let retried: Vec<i64> = results
         .iter()
         .zip(&classes)
