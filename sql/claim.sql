@@ -63,8 +63,8 @@ COMMENT ON FUNCTION _admits_from(text, timestamptz, timestamptz) IS
 -- first; what the shares leave goes to the oldest of the other rows. With
 -- few endpoints: the oldest rows of all of them, but none starved by
 -- another's backlog.
--- Each endpoint's rows are read from its own range of the due index
--- (endpoint_id, next_attempt_at).
+-- Each endpoint's fresh and retried rows are read from their own ranges of
+-- the due index (endpoint_id, status, next_attempt_at).
 -- The lease is locked_until and its token alone (a HOT update: see deliveries in
 -- schema.sql), so leased rows stay in the due index and each endpoint's scan
 -- steps over those still held: at most the rows in flight. A lease that ran
@@ -108,11 +108,11 @@ BEGIN
                       WHERE d.status IN ('pending', 'retry')
                       ORDER BY d.endpoint_id DESC LIMIT 1) AS last) l
         WHERE f.first IS NOT NULL AND _setting('mode') = 'on'
-    ), walk (endpoint_id, wrapped, found, due, probing, rows) AS (
+    ), walk (endpoint_id, wrapped, found, due, probing, mixed, status, rows) AS (
         -- Not an endpoint (nothing due): where the first step starts from.
-        SELECT ends.start - 1, false, 0, 0::bigint, false, 0::bigint FROM ends
+        SELECT ends.start - 1, false, 0, 0::bigint, false, false, NULL::text, 0::bigint FROM ends
         UNION ALL
-        SELECT n.id, n.wrapped, w.found + (a.due > 0)::integer, a.due, a.probing, w.rows + a.due
+        SELECT n.id, n.wrapped, w.found + (a.due > 0)::integer, a.due, a.probing, a.mixed, a.status, w.rows + a.due
         FROM walk w
         CROSS JOIN ends
         CROSS JOIN LATERAL (
@@ -134,11 +134,16 @@ BEGIN
             -- to an eighth of the batch (so that a batch is shared by at
             -- least eight endpoints when they exist), one for a probe, none
             -- unless it is enabled, not excluded and admitted by its circuit
-            -- (looked at only when it has a row due); and whether the row
-            -- taken is a probe of its circuit.
-            SELECT coalesce(g.due, 0) AS due, coalesce(g.probing, false) AS probing
-            FROM (SELECT count(*) AS n
-                  FROM (SELECT FROM _claimable c WHERE c.endpoint_id = n.id LIMIT few) r
+            -- (looked at only when it has a row due); whether the row taken
+            -- is a probe of its circuit; and whether both fresh and retried
+            -- rows are due (else which of them).
+            SELECT coalesce(g.due, 0) AS due, coalesce(g.probing, false) AS probing,
+                   c.mixed, c.status
+            FROM (SELECT least(count(*), few) AS n, coalesce(min(r.status) <> max(r.status), false) AS mixed,
+                         min(r.status) AS status
+                  FROM (VALUES ('pending'::text), ('retry'::text)) k (status)
+                  CROSS JOIN LATERAL (SELECT c.status FROM _claimable c
+                                      WHERE c.endpoint_id = n.id AND c.status = k.status LIMIT few) r
                   OFFSET 0) c
             LEFT JOIN LATERAL (
                 SELECT CASE WHEN h.circuit_state = 'closed' THEN c.n ELSE 1 END AS due,
@@ -160,45 +165,64 @@ BEGIN
           AND NOT (n.wrapped AND n.id >= ends.start)
           AND NOT n.again
     ), gate AS (
-        SELECT DISTINCT w.endpoint_id, w.probing
+        SELECT DISTINCT w.endpoint_id, w.probing, w.mixed, w.status
         FROM walk w
         WHERE w.due > 0
     ), share AS (
-        -- An equal share for each; with one endpoint, the whole batch (read once, below).
+        -- An equal share for each; with one endpoint, the whole batch.
         SELECT count(*) AS endpoints, greatest(1, ceil(_claim.max_rows::numeric / greatest(count(*), 1)))::integer AS n
         FROM gate
     ), picked AS (
         -- By a look without locks: first the rows within each endpoint's
-        -- share, oldest first, then, to fill the batch, the oldest of the
-        -- rest. Each endpoint's rows are read up to max_rows when at most 8
-        -- share the batch, else up to the eighth of it the walk counted (so
-        -- this reads at most 8 x max_rows rows). Not needed with one
-        -- endpoint, which takes up to max_rows.
-        SELECT c.endpoint_id
-        FROM gate g
+        -- share, then, to fill the batch, the oldest of the rest. Within an
+        -- endpoint, fresh (pending) and retried rows take turns, each oldest
+        -- first: a storm of retries leaves room for new events, and new
+        -- events leave room for the retries. Each endpoint's rows of each
+        -- kind are read up to max_rows when at most 8 share the batch, else
+        -- up to the eighth of it the walk counted (so this reads at most
+        -- 16 x max_rows rows). Not needed with one endpoint whose due rows
+        -- are of one kind: it takes up to max_rows of them.
+        -- The rows are numbered only once read: numbered in the scan, rows
+        -- due at the same moment (a bulk insert's) would all be read before
+        -- the first was counted.
+        SELECT r.endpoint_id, r.status
+        FROM (
+            SELECT t.endpoint_id, t.probing, t.status, t.at,
+                   row_number() OVER (PARTITION BY t.endpoint_id ORDER BY t.turn, t.status) AS place
+            FROM (
+                SELECT g.endpoint_id, g.probing, c.status, c.at,
+                       row_number() OVER (PARTITION BY g.endpoint_id, c.status ORDER BY c.at) AS turn
+                FROM gate g
+                CROSS JOIN share s
+                CROSS JOIN (VALUES ('pending'::text), ('retry'::text)) k (status)
+                CROSS JOIN LATERAL (
+                    SELECT d.status, d.next_attempt_at AS at
+                    FROM _claimable d
+                    WHERE d.endpoint_id = g.endpoint_id AND d.status = k.status AND (s.endpoints > 1 OR g.mixed)
+                    ORDER BY d.next_attempt_at
+                    LIMIT CASE WHEN g.probing THEN 1 WHEN s.endpoints <= 8 THEN _claim.max_rows ELSE few END
+                ) c
+            ) t
+        ) r
         CROSS JOIN share s
-        CROSS JOIN LATERAL (
-            SELECT g.endpoint_id, d.next_attempt_at AS at,
-                   row_number() OVER (ORDER BY d.next_attempt_at) > s.n AS extra
-            FROM _claimable d
-            WHERE d.endpoint_id = g.endpoint_id AND s.endpoints > 1
-            ORDER BY d.next_attempt_at
-            LIMIT CASE WHEN g.probing THEN 1 WHEN s.endpoints <= 8 THEN _claim.max_rows ELSE few END
-        ) c
-        ORDER BY c.extra, c.at
+        -- A probe is one row: its endpoint's first.
+        WHERE r.place = 1 OR NOT r.probing
+        ORDER BY r.place > s.n, r.at
         LIMIT _claim.max_rows
     ), quota AS (
-        SELECT g.endpoint_id, g.probing,
-               CASE WHEN g.probing THEN 1
-                    WHEN s.endpoints = 1 THEN _claim.max_rows
-                    ELSE coalesce(p.n, 0)
-               END AS n
+        -- How many rows of each kind each endpoint gets: as picked, or with
+        -- one endpoint of one kind, the batch (one row for a probe).
+        SELECT g.endpoint_id, g.probing, g.status, CASE WHEN g.probing THEN 1 ELSE _claim.max_rows END AS n
         FROM gate g
         CROSS JOIN share s
-        LEFT JOIN (SELECT endpoint_id, count(*)::integer AS n FROM picked GROUP BY endpoint_id) p
-               ON p.endpoint_id = g.endpoint_id
+        WHERE s.endpoints = 1 AND NOT g.mixed
+        UNION ALL
+        SELECT p.endpoint_id, g.probing, p.status, count(*)::integer
+        FROM picked p
+        JOIN gate g ON g.endpoint_id = p.endpoint_id
+        GROUP BY p.endpoint_id, g.probing, p.status
     ), chosen AS (
-        -- The share, locked. Only now: rows left over are not locked for
+        -- The quotas, locked. Only now: rows left over are not locked for
         -- nothing, and a row another claim holds is skipped for the next one,
         -- so concurrent claims each get a full batch.
         SELECT c.id, q.endpoint_id, q.probing
@@ -206,7 +230,7 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT d.id
             FROM _claimable d
-            WHERE d.endpoint_id = q.endpoint_id
+            WHERE d.endpoint_id = q.endpoint_id AND d.status = q.status
             ORDER BY d.next_attempt_at
             LIMIT q.n
             FOR UPDATE SKIP LOCKED
@@ -269,13 +293,19 @@ BEGIN
     JOIN endpoints e ON e.id = w.endpoint_id
     JOIN health_metrics h ON h.webhook_id = e.id
     CROSS JOIN LATERAL (
-        SELECT wt.next_attempt_at AS at
-        FROM _waiting wt
-        WHERE wt.endpoint_id = e.id
-        ORDER BY wt.next_attempt_at
-        LIMIT 1
+        -- Its earliest waiting row, fresh or retried (each kind has its own
+        -- range of the due index).
+        SELECT min(x.at) AS at
+        FROM (VALUES ('pending'::text), ('retry'::text)) k (status)
+        CROSS JOIN LATERAL (
+            SELECT wt.next_attempt_at AS at
+            FROM _waiting wt
+            WHERE wt.endpoint_id = e.id AND wt.status = k.status
+            ORDER BY wt.next_attempt_at
+            LIMIT 1
+        ) x
     ) n
-    WHERE e.enabled);
+    WHERE e.enabled AND n.at IS NOT NULL);
 END
 $$;
 COMMENT ON FUNCTION _next_due() IS

@@ -249,9 +249,10 @@ WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_
 -- and claiming reads the due rows in order without scanning history. The
 -- history (sent, shadow) is only ever read by age for retention: BRIN, which
 -- costs next to nothing to maintain on the hot path.
--- The due index is per endpoint: a claim reads only the endpoints it may send
--- to (see _claim).
-CREATE INDEX deliveries_due_idx ON deliveries (endpoint_id, next_attempt_at) WHERE status IN ('pending', 'retry');
+-- The due index is per endpoint, and within it per status: a claim reads only
+-- the endpoints it may send to, and each one's fresh and retried rows in turn
+-- (see _claim).
+CREATE INDEX deliveries_due_idx ON deliveries (endpoint_id, status, next_attempt_at) WHERE status IN ('pending', 'retry');
 CREATE INDEX deliveries_dead_idx ON deliveries (dead_at) WHERE status = 'dead';
 CREATE INDEX deliveries_sent_brin ON deliveries USING brin (sent_at) WHERE status = 'sent';
 CREATE INDEX deliveries_shadow_brin ON deliveries USING brin (created_at) WHERE status = 'shadow';

@@ -439,3 +439,35 @@ fn switching_to_shadow_stops_sending_and_back_delivers_each_once() {
     assert_eq!(distinct.len(), ROWS as usize);
     assert_eq!(delivery(&mut db, shadow_row).status, "shadow", "a shadow row is never sent");
 }
+
+/// A storm of retries (an endpoint back from an outage) does not hold back
+/// the events created since: the worker sends them with its first batch,
+/// not after the thousands of retries due before them.
+#[test]
+fn new_events_go_out_beside_a_retry_storm() {
+    const RETRIES: usize = 2000;
+    const BATCH: usize = 32;
+    let (_cluster, mut db) = start(&[("webhook_outbox.batch_size", "32")]);
+    let rx = Receiver::http(vec![Reply::ok()]);
+    let ep = endpoint(&mut db, &rx, EndpointOpts::default());
+    // One transaction, so that the worker's first claim finds both.
+    db.batch_execute(&format!(
+        "BEGIN;
+         INSERT INTO webhook_outbox.deliveries (endpoint_id, event_id, event_type, payload, status, attempt_count,
+                                                max_attempts, next_attempt_at)
+         SELECT {id}, 'retry-' || g, 'test.event', jsonb_build_object('n', g), 'retry', 1, 8, now() - interval '1 hour'
+         FROM generate_series(1, {RETRIES}) g;
+         SELECT webhook_outbox.enqueue({id}, 'test.event', jsonb_build_object('fresh', g), 'fresh-' || g)
+         FROM generate_series(1, 5) g;
+         COMMIT;",
+        id = ep.id
+    ))
+    .expect("a retry storm and five new events");
+    let requests = rx.wait_for_requests(RETRIES + 5, Duration::from_secs(60));
+    assert_eq!(requests.len(), RETRIES + 5);
+    let fresh: Vec<usize> =
+        requests.iter().enumerate().filter(|(_, r)| r.webhook_id().starts_with("fresh-")).map(|(i, _)| i).collect();
+    // Up to two batches are in flight at once.
+    assert_eq!(fresh.len(), 5, "{fresh:?}");
+    assert!(fresh.iter().all(|&i| i < 2 * BATCH), "new events sent at places {fresh:?} of {}", requests.len());
+}

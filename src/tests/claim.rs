@@ -120,6 +120,20 @@ fn next_due_follows_rows_circuits_and_leases() {
         "next_attempt_at = now() + interval '300 seconds'",
     );
     assert_eq!(next(), Some(300.0));
+    // A retry due earlier than the fresh rows counts, and vice versa.
+    let retry = enqueue(closed);
+    update(
+        "deliveries",
+        retry,
+        "status = 'retry', next_attempt_at = now() + interval '200 seconds'",
+    );
+    assert_eq!(next(), Some(200.0));
+    update(
+        "deliveries",
+        retry,
+        "next_attempt_at = now() + interval '400 seconds'",
+    );
+    assert_eq!(next(), Some(300.0));
     // An open circuit with a row due now: the probe time (circuit_open_seconds = 60).
     enqueue(open);
     update(
@@ -212,6 +226,8 @@ fn claim_skips_open_circuits() {
 fn claim_lets_one_probe_through_an_expired_open_circuit() {
     let e = endpoint("");
     let ids: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
+    // Fresh and retried rows due: still one probe.
+    update("deliveries", ids[0], "status = 'retry'");
     update(
         "health_metrics",
         e,
@@ -458,5 +474,42 @@ fn claim_hands_out_what_a_request_needs_signed() {
              FROM webhook_outbox.get_ready_deliveries(1)"
         ),
         "t|t|2"
+    );
+}
+
+/// A storm of retries on one endpoint leaves room for its new events: fresh
+/// and retried rows take turns in its share, whatever their age.
+#[pg_test(schema = "tests")]
+fn claim_gives_fresh_rows_their_turn_beside_a_retry_storm() {
+    let e = endpoint("");
+    let retries: Vec<i64> = (0..30)
+        .map(|_| {
+            let d = enqueue(e);
+            update(
+                "deliveries",
+                d,
+                "status = 'retry', attempt_count = 1, next_attempt_at = now() - interval '1 hour'",
+            );
+            d
+        })
+        .collect();
+    let fresh: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
+    let batch = claim(10);
+    assert_eq!(batch.len(), 10, "{batch:?}");
+    assert!(fresh.iter().all(|d| batch.contains(d)), "{batch:?}");
+    // And the retries still get theirs, oldest first.
+    let taken: Vec<i64> = retries
+        .iter()
+        .copied()
+        .filter(|d| batch.contains(d))
+        .collect();
+    assert_eq!(taken, retries[..7].to_vec());
+    // Beside another endpoint too: each endpoint's share is split the same way.
+    let other = endpoint("");
+    let (mine, theirs) = (enqueue(e), enqueue(other));
+    let batch = claim(6);
+    assert!(
+        batch.contains(&mine) && batch.contains(&theirs),
+        "{batch:?}"
     );
 }
