@@ -1,5 +1,7 @@
 -- Retention: deleting sent, shadow and dead deliveries (with their attempts)
--- by age, in bounded statements; cleanup_in_batches commits between them.
+-- and operational events by age, in bounded statements; cleanup_in_batches
+-- commits between them. The endpoint audit (endpoint_changes) is kept: it is
+-- one row per operator change, and an audit that ages out is no audit.
 
 -- Terminal statuses age by their own column, the key of their partial index.
 CREATE FUNCTION _age_column(status text) RETURNS text
@@ -51,23 +53,42 @@ $$;
 COMMENT ON FUNCTION _cleanup_batch(text, timestamptz, bigint, integer) IS
 'Internal: one retention statement for cleanup() and cleanup_in_batches(); returns the rows deleted.';
 
+-- Operational events: up to batch_size of those older than cutoff, oldest
+-- first (the table is only appended to, so the oldest ids are the oldest
+-- events). Callers repeat it until it deletes fewer.
+CREATE FUNCTION _cleanup_events(cutoff timestamptz, batch_size integer) RETURNS bigint
+LANGUAGE sql VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, webhook_outbox, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM operational_events
+        WHERE id IN (SELECT o.id FROM operational_events o WHERE o.occurred_at < cutoff ORDER BY o.id LIMIT batch_size)
+        RETURNING 1
+    )
+    SELECT count(*) FROM gone
+$$;
+COMMENT ON FUNCTION _cleanup_events(timestamptz, integer) IS
+'Internal: one retention statement over operational_events for cleanup() and cleanup_in_batches(); returns the rows deleted.';
+
 CREATE FUNCTION cleanup(
     sent_older_than interval DEFAULT '14 days',
     shadow_older_than interval DEFAULT '7 days',
     dead_older_than interval DEFAULT '30 days',
-    dry_run boolean DEFAULT false
+    dry_run boolean DEFAULT false,
+    events_older_than interval DEFAULT '30 days'
 ) RETURNS TABLE (status text, deleted bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     batch_size constant integer := 10000;
+    batch bigint;
     cutoff timestamptz;
     from_id bigint;
     last_id bigint;
 BEGIN
-    IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL THEN
-        RAISE EXCEPTION 'cleanup needs an age for each status'
+    IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL OR events_older_than IS NULL THEN
+        RAISE EXCEPTION 'cleanup needs an age for each status and for the operational events'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Use a very long interval to keep a status, e.g. ''100 years''.';
     END IF;
     FOR status, cutoff IN VALUES ('sent', now() - sent_older_than),
@@ -90,11 +111,25 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+    status := 'operational_events';
+    cutoff := now() - events_older_than;
+    IF dry_run THEN
+        SELECT count(*) INTO deleted FROM operational_events o WHERE o.occurred_at < cutoff;
+    ELSE
+        deleted := 0;
+        LOOP
+            batch := _cleanup_events(cutoff, batch_size);
+            deleted := deleted + batch;
+            EXIT WHEN batch < batch_size;
+        END LOOP;
+    END IF;
+    RETURN NEXT;
 END
 $$;
-COMMENT ON FUNCTION cleanup(interval, interval, interval, boolean) IS
-'Delete sent, shadow and dead deliveries (and their attempts) older than the given ages, at most 10,000 rows per statement, '
-'in the current transaction; returns the count per status. dry_run only counts. '
+COMMENT ON FUNCTION cleanup(interval, interval, interval, boolean, interval) IS
+'Delete sent, shadow and dead deliveries (and their attempts) and operational events older than the given ages, at most '
+'10,000 rows per statement, in the current transaction; returns the count per status (and for operational_events). '
+'The endpoint audit is kept. dry_run only counts. '
 'For millions of rows prefer CALL cleanup_in_batches(), which commits between batches.';
 
 -- Neither SECURITY DEFINER nor a SET clause: either would forbid COMMIT in a
@@ -106,7 +141,8 @@ CREATE PROCEDURE cleanup_in_batches(
     sent_older_than interval DEFAULT '14 days',
     shadow_older_than interval DEFAULT '7 days',
     dead_older_than interval DEFAULT '30 days',
-    batch_size integer DEFAULT 10000
+    batch_size integer DEFAULT 10000,
+    events_older_than interval DEFAULT '30 days'
 )
 LANGUAGE plpgsql
 AS $$
@@ -116,12 +152,14 @@ DECLARE
     cutoffs constant pg_catalog.timestamptz[] := ARRAY[pg_catalog.now() OPERATOR(pg_catalog.-) sent_older_than,
                                             pg_catalog.now() OPERATOR(pg_catalog.-) shadow_older_than,
                                             pg_catalog.now() OPERATOR(pg_catalog.-) dead_older_than];
+    events_cutoff constant pg_catalog.timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) events_older_than;
+    deleted bigint;
     from_id bigint;
     last_id bigint;
     total bigint;
 BEGIN
-    IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL THEN
-        RAISE EXCEPTION 'cleanup_in_batches needs an age for each status'
+    IF sent_older_than IS NULL OR shadow_older_than IS NULL OR dead_older_than IS NULL OR events_older_than IS NULL THEN
+        RAISE EXCEPTION 'cleanup_in_batches needs an age for each status and for the operational events'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Use a very long interval to keep a status, e.g. ''100 years''.';
     END IF;
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
@@ -142,11 +180,19 @@ BEGIN
         END LOOP;
         RAISE NOTICE 'cleanup_in_batches: % % deliveries deleted', total, statuses[i];
     END LOOP;
+    total := 0;
+    LOOP
+        deleted := webhook_outbox._cleanup_events(events_cutoff, batch_size);
+        total := total OPERATOR(pg_catalog.+) deleted;
+        COMMIT;
+        EXIT WHEN deleted OPERATOR(pg_catalog.<) batch_size::bigint;
+    END LOOP;
+    RAISE NOTICE 'cleanup_in_batches: % operational events deleted', total;
 END
 $$;
-COMMENT ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer) IS
+COMMENT ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer, interval) IS
 'Retention for large tables: like cleanup(), but commits after each statement (at most batch_size rows), so millions of '
 'deletions neither hold one long transaction nor stall the worker. Reports the counts by NOTICE. Run it with CALL outside a '
-'transaction block; the caller needs EXECUTE on it, _cleanup_range() and _cleanup_batch().';
+'transaction block; the caller needs EXECUTE on it, _cleanup_range(), _cleanup_batch() and _cleanup_events().';
 -- privileges.sql revokes ALL FUNCTIONS, which leaves procedures out.
-REVOKE ALL ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer, interval) FROM PUBLIC;

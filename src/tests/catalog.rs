@@ -41,7 +41,7 @@ fn catalog_api_signatures_and_defaults() {
         ("record_attempt", "delivery_id bigint, lease_token uuid, status_code integer, response_time_ms integer, error text DEFAULT NULL::text, retry_after interval DEFAULT NULL::interval", "text"),
         ("update_webhook_health", "webhook_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL::text", "webhook_outbox.health_metrics"),
         ("requeue_dead", "max_rows integer DEFAULT 100, endpoint_id bigint DEFAULT NULL::bigint, dry_run boolean DEFAULT false", "bigint"),
-        ("cleanup", "sent_older_than interval DEFAULT '14 days'::interval, shadow_older_than interval DEFAULT '7 days'::interval, dead_older_than interval DEFAULT '30 days'::interval, dry_run boolean DEFAULT false", "TABLE(status text, deleted bigint)"),
+        ("cleanup", "sent_older_than interval DEFAULT '14 days'::interval, shadow_older_than interval DEFAULT '7 days'::interval, dead_older_than interval DEFAULT '30 days'::interval, dry_run boolean DEFAULT false, events_older_than interval DEFAULT '30 days'::interval", "TABLE(status text, deleted bigint)"),
         ("count_pending_by_status", "", "TABLE(status text, count bigint, oldest timestamp with time zone)"),
         ("run_once", "max_rows integer DEFAULT 1000", "bigint"),
     ];

@@ -157,14 +157,20 @@ fn remaining() -> Vec<i64> {
 fn cleanup_deletes_old_finished_deliveries_and_their_attempts() {
     let e = endpoint("");
     let ids = aged(e, AGED);
-    assert_eq!(cleanup(""), ["sent=1", "shadow=1", "dead=1"]);
+    assert_eq!(
+        cleanup(""),
+        ["sent=1", "shadow=1", "dead=1", "operational_events=0"]
+    );
     let kept = vec![ids[1], ids[3], ids[5], ids[6], ids[7]];
     assert_eq!(remaining(), kept);
     assert_eq!(
         column::<i64>("SELECT delivery_id FROM webhook_outbox.attempts ORDER BY delivery_id"),
         kept
     );
-    assert_eq!(cleanup(""), ["sent=0", "shadow=0", "dead=0"]);
+    assert_eq!(
+        cleanup(""),
+        ["sent=0", "shadow=0", "dead=0", "operational_events=0"]
+    );
 }
 
 #[pg_test(schema = "tests")]
@@ -173,12 +179,12 @@ fn cleanup_uses_the_given_ages() {
     let ids = aged(e, AGED);
     assert_eq!(
         cleanup("'1 day', '100 years', '1 day'"),
-        ["sent=2", "shadow=0", "dead=2"]
+        ["sent=2", "shadow=0", "dead=2", "operational_events=0"]
     );
     assert_eq!(remaining(), vec![ids[2], ids[3], ids[6], ids[7]]);
     assert_eq!(
         cleanup("shadow_older_than => '1 day'"),
-        ["sent=0", "shadow=2", "dead=0"]
+        ["sent=0", "shadow=2", "dead=0", "operational_events=0"]
     );
     assert_eq!(remaining(), vec![ids[6], ids[7]]);
 }
@@ -187,7 +193,10 @@ fn cleanup_uses_the_given_ages() {
 fn cleanup_dry_run_only_counts() {
     let e = endpoint("");
     aged(e, AGED);
-    assert_eq!(cleanup("dry_run => true"), ["sent=1", "shadow=1", "dead=1"]);
+    assert_eq!(
+        cleanup("dry_run => true"),
+        ["sent=1", "shadow=1", "dead=1", "operational_events=0"]
+    );
     assert_eq!(remaining().len(), AGED.len());
     assert_eq!(
         one::<i64>("SELECT count(*) FROM webhook_outbox.attempts"),
@@ -206,6 +215,45 @@ fn cleanup_rejects_null_ages() {
         "SELECT * FROM webhook_outbox.cleanup(dead_older_than => NULL)",
         "22004",
         "cleanup needs an age for each status",
+    );
+    assert_fails(
+        "SELECT * FROM webhook_outbox.cleanup(events_older_than => NULL)",
+        "22004",
+        "cleanup needs an age for each status and for the operational events",
+    );
+}
+
+/// Operational events age out like deliveries, in statements of at most
+/// 10,000 rows; the endpoint audit stays.
+#[pg_test(schema = "tests")]
+fn cleanup_deletes_old_operational_events() {
+    let e = endpoint("");
+    run(&format!(
+        "INSERT INTO webhook_outbox.operational_events (event_type, endpoint_id, occurred_at)
+         SELECT 'circuit.opened', {e}, now() - interval '40 days' + i * interval '1 second'
+         FROM generate_series(1, 12000) i;
+         INSERT INTO webhook_outbox.operational_events (event_type, endpoint_id, occurred_at)
+         VALUES ('circuit.closed', {e}, now() - interval '20 days'), ('endpoint.failing', {e}, now())"
+    ));
+    let audit = one::<i64>("SELECT count(*) FROM webhook_outbox.endpoint_changes");
+    assert!(audit > 0, "create_endpoint is audited");
+    let events = |args: &str| {
+        one::<i64>(&format!(
+            "SELECT deleted FROM webhook_outbox.cleanup({args}) WHERE status = 'operational_events'"
+        ))
+    };
+    assert_eq!(events("dry_run => true"), 12000);
+    assert_eq!(events(""), 12000);
+    assert_eq!(
+        one::<String>(
+            "SELECT string_agg(event_type, ',' ORDER BY occurred_at) FROM webhook_outbox.operational_events"
+        ),
+        "circuit.closed,endpoint.failing"
+    );
+    assert_eq!(events("events_older_than => '1 day'"), 1);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM webhook_outbox.endpoint_changes"),
+        audit
     );
 }
 
@@ -309,12 +357,12 @@ fn cleanup_deletes_in_batches_with_attempts() {
     let counts = "SELECT string_agg(status || '=' || deleted, ',') FROM webhook_outbox.cleanup";
     assert_eq!(
         one::<String>(&format!("{counts}(dry_run => true)")),
-        "sent=25000,shadow=0,dead=3"
+        "sent=25000,shadow=0,dead=3,operational_events=0"
     );
     // 25,000 sent rows take three statements of at most 10,000.
     assert_eq!(
         one::<String>(&format!("{counts}()")),
-        "sent=25000,shadow=0,dead=3"
+        "sent=25000,shadow=0,dead=3,operational_events=0"
     );
     assert_eq!(
         one::<String>("SELECT string_agg(event_id, ',') FROM webhook_outbox.deliveries"),
