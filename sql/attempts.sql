@@ -3,11 +3,13 @@
 -- delivery pass in the calling session. All three are Rust around the settle
 -- (src/settle), the code the background worker settles through.
 
-COMMENT ON FUNCTION record_attempt(bigint, uuid, integer, integer, text, interval) IS
+COMMENT ON FUNCTION record_attempt(bigint, uuid, integer, integer, text, interval, text) IS
 'Report the result of one HTTP attempt for a delivery claimed with get_ready_deliveries(), with the lease_token of that claim; returns the new status. '
 'A token that is no longer the delivery''s (its lease ran out and it was claimed again) is refused and changes nothing. '
 '2xx: sent. NULL status (network error), 408, 429, 5xx: retry after the backoff step (or retry_after, capped), dead when attempts are exhausted. '
-'Other statuses: dead. Writes attempts and health_metrics. The same rules the background worker applies.';
+'Other statuses: dead. failure_class says why it failed, as the worker records it (timeout, dns, connect, tls, connection, ...); '
+'without it, http_status, redirect, or connection for a NULL status. Writes attempts and health_metrics. '
+'The same rules the background worker applies.';
 
 CREATE FUNCTION update_webhook_health(webhook_id bigint, status_code integer, response_time_ms integer, error text DEFAULT NULL)
 RETURNS health_metrics

@@ -9,3 +9,6 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook_outbox FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION delivery_state(text, timestamptz) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION _leased(timestamptz) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION _url_origin(text) TO PUBLIC;
+-- And feature_flags.phase's: a generated column is computed with the rights
+-- of the role writing the row.
+GRANT EXECUTE ON FUNCTION _rollout_phase(boolean, integer) TO PUBLIC;

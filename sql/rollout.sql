@@ -49,8 +49,11 @@ CREATE TRIGGER feature_flags_stamp
 BEFORE INSERT OR UPDATE ON feature_flags
 FOR EACH ROW EXECUTE FUNCTION _stamp();
 
+-- SECURITY DEFINER, as the endpoints' audit: a role allowed to change
+-- feature_flags directly is audited without being able to write the audit
+-- trail itself.
 CREATE FUNCTION _feature_flags_changed() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN

@@ -185,7 +185,8 @@ BEGIN
     IF value IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', param USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF btrim(value) = '' THEN
+    -- Blank: no character but white space (tabs and newlines too).
+    IF value !~ '\S' THEN
         RAISE EXCEPTION '% must not be empty', param USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END

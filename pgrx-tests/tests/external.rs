@@ -50,7 +50,7 @@ fn a_role_with_only_execute_delivers_signed_requests() {
             "CREATE ROLE ext_worker LOGIN;
              GRANT USAGE ON SCHEMA webhook_outbox TO ext_worker;
              GRANT EXECUTE ON FUNCTION webhook_outbox.get_ready_deliveries(integer, interval),
-                                       webhook_outbox.record_attempt(bigint, uuid, integer, integer, text, interval)
+                                       webhook_outbox.record_attempt(bigint, uuid, integer, integer, text, interval, text)
              TO ext_worker;",
         )
         .expect("the external worker's role");

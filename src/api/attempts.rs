@@ -66,6 +66,7 @@ fn record_attempt(
     response_time_ms: Option<i32>,
     error: default!(Option<&str>, "NULL"),
     retry_after: default!(Option<Interval>, "NULL"),
+    failure_class: default!(Option<&str>, "NULL"),
 ) -> Result<String, ErrorReport> {
     let delivery_id = delivery_id.ok_or_else(|| not_null("delivery_id", ""))?;
     let lease_token = lease_token.ok_or_else(|| {
@@ -75,6 +76,9 @@ fn record_attempt(
         )
     })?;
     check_result(status_code, response_time_ms)?;
+    let failure_class =
+        webhook_outbox_core::delivery::FailureClass::of_reported(status_code, failure_class)
+            .map_err(|message| invalid(message, ""))?;
     let retry_after_ms = match retry_after.as_ref().map(interval_ms) {
         Some(ms) if ms < 0 => return Err(invalid("retry_after must not be negative", "")),
         other => other.map(|ms| ms as u64),
@@ -125,8 +129,7 @@ fn record_attempt(
             retry_after_ms,
             permanent: false,
             response_body: None,
-            failure_class: webhook_outbox_core::delivery::FailureClass::of_reported(status_code)
-                .map(|c| c.as_str()),
+            failure_class: failure_class.map(|c| c.as_str()),
             remote_addr: None,
         };
         let settled =

@@ -35,6 +35,32 @@ fn reported_attempts_are_classed() {
     let sent = enqueue(endpoint(""));
     attempt(sent, "204, 1");
     assert_eq!(classes_of(sent), "-");
+    // Or by the class it names, which a success cannot have.
+    let named = enqueue(endpoint(""));
+    attempt(
+        named,
+        "NULL, 1000, 'no response', failure_class => 'timeout'",
+    );
+    assert_eq!(classes_of(named), "timeout");
+    make_due(named);
+    assert_eq!(claim(100), vec![named]);
+    let call = |args: &str| {
+        format!(
+            "SELECT webhook_outbox.record_attempt({named}, {}, {args})",
+            lease(named)
+        )
+    };
+    assert_fails(
+        &call("NULL, 1, failure_class => 'Timeout'"),
+        "22023",
+        "unknown failure_class \"Timeout\": use one of timeout, dns, connect",
+    );
+    assert_fails(
+        &call("200, 1, failure_class => 'tls'"),
+        "22023",
+        "a 200 response is a success: it has no failure_class",
+    );
+    assert_eq!(classes_of(named), "timeout", "nothing recorded");
 }
 
 #[track_caller]

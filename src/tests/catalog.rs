@@ -86,10 +86,12 @@ fn catalog_every_public_object_has_a_comment() {
 
 #[pg_test(schema = "tests")]
 fn catalog_public_has_no_privileges() {
-    // delivery_state(), the lease rule it asks and a URL's origin read no
-    // table: the views call them with the reader's rights.
+    // delivery_state(), the lease rule it asks, a URL's origin and a flag's
+    // phase read no table: the views and a generated column call them with
+    // the reader's or the writer's rights.
     let pure = [
         "webhook_outbox._leased(timestamp with time zone)",
+        "webhook_outbox._rollout_phase(boolean,integer)",
         "webhook_outbox._url_origin(text)",
         "webhook_outbox.delivery_state(text,timestamp with time zone)",
     ];
@@ -107,8 +109,9 @@ fn catalog_public_has_no_privileges() {
         [
             pure[0],
             pure[1],
+            pure[2],
             "webhook_outbox.count_pending_by_status()",
-            pure[2]
+            pure[3]
         ]
     );
 }

@@ -483,12 +483,12 @@ fn claim_hands_out_what_a_request_needs_signed() {
 fn claim_gives_fresh_rows_their_turn_beside_a_retry_storm() {
     let e = endpoint("");
     let retries: Vec<i64> = (0..30)
-        .map(|_| {
+        .map(|i| {
             let d = enqueue(e);
             update(
                 "deliveries",
                 d,
-                "status = 'retry', attempt_count = 1, next_attempt_at = now() - interval '1 hour'",
+                &format!("status = 'retry', attempt_count = 1, next_attempt_at = now() - interval '1 hour' + interval '{i} seconds'"),
             );
             d
         })

@@ -103,11 +103,13 @@ fn disabled_endpoint_gets_no_new_events_and_its_rows_wait_until_enabled() {
     assert!(!one::<bool>(&format!(
         "SELECT webhook_outbox.disable_endpoint({id}, 'still migrating')"
     )));
-    assert_fails(
-        &format!("SELECT webhook_outbox.disable_endpoint({id}, '')"),
-        "22023",
-        "reason",
-    );
+    for blank in ["''", "E' \\t\\n'"] {
+        assert_fails(
+            &format!("SELECT webhook_outbox.disable_endpoint({id}, {blank})"),
+            "22023",
+            "reason must not be empty",
+        );
+    }
     assert_fails(
         &format!("SELECT webhook_outbox.disable_endpoint({id}, repeat('x', 1001))"),
         "22001",

@@ -2,7 +2,7 @@
 //! (so commit-time invalidation across sessions is tested in
 //! pgrx-tests/tests/rollout.rs instead).
 
-use super::{error_of, maybe, run};
+use super::{assert_fails, error_of, maybe, one, run};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
@@ -325,4 +325,29 @@ fn rollout_emit_with_a_flag() {
     )
     .expect("v_rollout_status");
     assert_eq!(counts, (Some(1), Some(1)), "one event, two delivery rows");
+}
+
+/// A role allowed to change a flag directly is audited, and cannot write the
+/// trail itself.
+#[pg_test(schema = "tests")]
+fn direct_flag_changes_are_audited_with_the_changers_name() {
+    run("SELECT webhook_outbox.set_rollout('b', 5)");
+    run("CREATE ROLE webhook_outbox_test_flagger");
+    run("GRANT USAGE ON SCHEMA webhook_outbox TO webhook_outbox_test_flagger");
+    run("GRANT SELECT, UPDATE (percentage) ON webhook_outbox.feature_flags TO webhook_outbox_test_flagger");
+    run("SET LOCAL SESSION AUTHORIZATION webhook_outbox_test_flagger");
+    run("UPDATE webhook_outbox.feature_flags SET percentage = 50 WHERE flag_key = 'b'");
+    assert_fails(
+        "INSERT INTO webhook_outbox.feature_flag_changes (flag_key, operation) VALUES ('b', 'UPDATE')",
+        "42501",
+        "permission denied",
+    );
+    run("RESET SESSION AUTHORIZATION");
+    assert_eq!(
+        one::<String>(
+            "SELECT operation || '|' || changed_by || '|' || (new_value ->> 'percentage')
+             FROM webhook_outbox.feature_flag_changes WHERE flag_key = 'b' ORDER BY id DESC LIMIT 1"
+        ),
+        "UPDATE|webhook_outbox_test_flagger|50"
+    );
 }

@@ -166,14 +166,49 @@ impl FailureClass {
         }
     }
 
+    pub const ALL: [FailureClass; 11] = [
+        FailureClass::Timeout,
+        FailureClass::Dns,
+        FailureClass::Connect,
+        FailureClass::Tls,
+        FailureClass::Policy,
+        FailureClass::InvalidRequest,
+        FailureClass::Connection,
+        FailureClass::InvalidResponse,
+        FailureClass::HttpStatus,
+        FailureClass::Redirect,
+        FailureClass::ResponseBody,
+    ];
+
     /// The class of a result an external worker reports (record_attempt):
-    /// from its status, or `connection` for a failure without one.
-    pub fn of_reported(status: Option<i32>) -> Option<FailureClass> {
-        match status {
+    /// the one it names, which only a failure has; else from its status, or
+    /// `connection` for a failure without one.
+    pub fn of_reported(
+        status: Option<i32>,
+        named: Option<&str>,
+    ) -> Result<Option<FailureClass>, String> {
+        let derived = match status {
             Some(200..=299) => None,
             Some(300..=399) => Some(FailureClass::Redirect),
             Some(_) => Some(FailureClass::HttpStatus),
             None => Some(FailureClass::Connection),
+        };
+        let Some(name) = named else {
+            return Ok(derived);
+        };
+        let Some(class) = Self::ALL.into_iter().find(|c| c.as_str() == name) else {
+            let known: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+            return Err(format!(
+                "unknown failure_class \"{name}\": use one of {}",
+                known.join(", ")
+            ));
+        };
+        match derived {
+            None => Err(format!(
+                "a {} response is a success: it has no failure_class",
+                status.unwrap_or_default()
+            )),
+            Some(_) => Ok(Some(class)),
         }
     }
 }
@@ -556,6 +591,39 @@ impl Client {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn reported_failure_classes() {
+        assert_eq!(FailureClass::of_reported(Some(204), None), Ok(None));
+        assert_eq!(
+            FailureClass::of_reported(Some(503), None),
+            Ok(Some(FailureClass::HttpStatus))
+        );
+        assert_eq!(
+            FailureClass::of_reported(Some(302), None),
+            Ok(Some(FailureClass::Redirect))
+        );
+        assert_eq!(
+            FailureClass::of_reported(None, None),
+            Ok(Some(FailureClass::Connection))
+        );
+        // Every class is named as it is recorded.
+        for class in FailureClass::ALL {
+            assert_eq!(
+                FailureClass::of_reported(None, Some(class.as_str())),
+                Ok(Some(class))
+            );
+        }
+        let unknown = FailureClass::of_reported(None, Some("Timeout")).unwrap_err();
+        assert!(
+            unknown.starts_with("unknown failure_class \"Timeout\": use one of timeout, dns,"),
+            "{unknown}"
+        );
+        assert_eq!(
+            FailureClass::of_reported(Some(200), Some("timeout")),
+            Err("a 200 response is a success: it has no failure_class".to_owned())
+        );
+    }
     use crate::delivery::policy::parse_cidrs;
     use crate::delivery::signature::tests::reference_signature;
     use crate::delivery::test_server::{response, serve};
