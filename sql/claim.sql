@@ -59,12 +59,13 @@ COMMENT ON FUNCTION _admits_from(text, timestamptz, timestamptz) IS
 -- nothing waiting, and the million rows of a dead receiver, cost it nothing
 -- (a dead receiver's endpoint costs one step); the random start spreads the claims over all the
 -- endpoints when more than max_rows have rows due. Among the endpoints found,
--- each gets an equal share of the batch (one row for a probe), oldest rows
--- first; what the shares leave goes to the oldest of the other rows. With
--- few endpoints: the oldest rows of all of them, but none starved by
--- another's backlog.
--- Each endpoint's fresh and retried rows are read from their own ranges of
--- the due index (endpoint_id, status, next_attempt_at).
+-- each gets an equal share of the batch (one row for a probe); what the
+-- shares leave goes to the other rows, in turns across the endpoints, oldest
+-- first. With few endpoints: the oldest rows of all of them, but none starved
+-- by another's backlog. Within an endpoint's share, fresh (pending) and
+-- retried rows take turns, the older head first, each read from its own
+-- range of the due index (endpoint_id, status, next_attempt_at): a share of
+-- one is the oldest row, a larger one leaves room for both.
 -- The lease is locked_until and its token alone (a HOT update: see deliveries in
 -- schema.sql), so leased rows stay in the due index and each endpoint's scan
 -- steps over those still held: at most the rows in flight. A lease that ran
@@ -174,10 +175,11 @@ BEGIN
         FROM gate
     ), picked AS (
         -- By a look without locks: first the rows within each endpoint's
-        -- share, then, to fill the batch, the oldest of the rest. Within an
-        -- endpoint, fresh (pending) and retried rows take turns, each oldest
-        -- first: a storm of retries leaves room for new events, and new
-        -- events leave room for the retries. Each endpoint's rows of each
+        -- share, then, to fill the batch, the rest, each endpoint's next in
+        -- turn, oldest first. Within an endpoint, fresh (pending) and retried
+        -- rows take turns, the older of the two first: a storm of retries
+        -- leaves room for new events, and new events leave room for the
+        -- retries (a share of one is the oldest row). Each endpoint's rows of each
         -- kind are read up to max_rows when at most 8 share the batch, else
         -- up to the eighth of it the walk counted (so this reads at most
         -- 16 x max_rows rows). Not needed with one endpoint whose due rows
@@ -188,7 +190,7 @@ BEGIN
         SELECT r.endpoint_id, r.status
         FROM (
             SELECT t.endpoint_id, t.probing, t.status, t.at,
-                   row_number() OVER (PARTITION BY t.endpoint_id ORDER BY t.turn, t.status) AS place
+                   row_number() OVER (PARTITION BY t.endpoint_id ORDER BY t.turn, t.at) AS place
             FROM (
                 SELECT g.endpoint_id, g.probing, c.status, c.at,
                        row_number() OVER (PARTITION BY g.endpoint_id, c.status ORDER BY c.at) AS turn
@@ -207,7 +209,10 @@ BEGIN
         CROSS JOIN share s
         -- A probe is one row: its endpoint's first.
         WHERE r.place = 1 OR NOT r.probing
-        ORDER BY r.place > s.n, r.at
+        -- Shares can add up to more than the batch (three endpoints, ten
+        -- rows): the cut goes in turns too, so that no endpoint falls below
+        -- another's share and no kind of row is cut first.
+        ORDER BY r.place > s.n, r.place, r.at
         LIMIT _claim.max_rows
     ), quota AS (
         -- How many rows of each kind each endpoint gets: as picked, or with
@@ -223,8 +228,10 @@ BEGIN
         GROUP BY p.endpoint_id, g.probing, p.status
     ), chosen AS (
         -- The quotas, locked. Only now: rows left over are not locked for
-        -- nothing, and a row another claim holds is skipped for the next one,
-        -- so concurrent claims each get a full batch.
+        -- nothing, and a row another claim holds is skipped for the next one
+        -- of its endpoint and kind, so concurrent claims each get a full
+        -- batch (short of a kind another claim holds all of: the next claim
+        -- sees that).
         SELECT c.id, q.endpoint_id, q.probing
         FROM quota q
         CROSS JOIN LATERAL (

@@ -177,8 +177,11 @@ BEGIN
     UPDATE health_metrics h SET failing_since = NULL WHERE h.webhook_id = e.id;
     -- What waited goes now, retries included: the operator says the receiver
     -- is back. The circuit breaker still admits one probe first if it is open.
+    -- Each kind from its own range of the due index (endpoint_id, status,
+    -- next_attempt_at): only the rows waiting for later are read.
     UPDATE deliveries d SET next_attempt_at = now()
-    WHERE d.endpoint_id = e.id AND d.status IN ('pending', 'retry') AND d.next_attempt_at > now()
+    FROM (VALUES ('pending'::text), ('retry'::text)) k (status)
+    WHERE d.endpoint_id = e.id AND d.status = k.status AND d.next_attempt_at > now()
       AND (d.locked_until IS NULL OR NOT _leased(d.locked_until));
     RETURN true;
 END

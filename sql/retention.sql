@@ -16,27 +16,40 @@ COMMENT ON FUNCTION _age_column(text) IS 'Internal: the timestamp a sent, shadow
 -- batch_size: each statement is a short range scan of the primary key, and
 -- each row is visited once. (Ordering by age instead would sort everything
 -- still to delete in every batch: the history columns have BRIN indexes, which
--- give no order.) First the id range, from the age index:
-CREATE FUNCTION _cleanup_range(status text, cutoff timestamptz, OUT first_id bigint, OUT last_id bigint)
+-- give no order.) A kind of row is a delivery status (sent, shadow, dead) or
+-- operational_events, which age by occurred_at. First the id range, from the
+-- age index:
+CREATE FUNCTION _cleanup_range(kind text, cutoff timestamptz, OUT first_id bigint, OUT last_id bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('SELECT min(id), max(id) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', _age_column(status))
-        INTO first_id, last_id USING status, cutoff;
+    IF kind = 'operational_events' THEN
+        SELECT min(o.id), max(o.id) INTO first_id, last_id FROM operational_events o WHERE o.occurred_at < cutoff;
+    ELSE
+        EXECUTE format('SELECT min(id), max(id) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', _age_column(kind))
+            INTO first_id, last_id USING kind, cutoff;
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION _cleanup_range(text, timestamptz) IS
-'Internal: the ids between which cleanup finds the deliveries of a status older than cutoff (NULLs: none).';
+'Internal: the ids between which cleanup finds the rows of a kind (a delivery status, or operational_events) older than cutoff (NULLs: none).';
 
--- Then one window: the matching rows among ids [from_id, from_id + batch_size), with their attempts.
-CREATE FUNCTION _cleanup_batch(status text, cutoff timestamptz, from_id bigint, batch_size integer) RETURNS bigint
+-- Then one window: the matching rows among ids [from_id, from_id + batch_size),
+-- deliveries with their attempts.
+CREATE FUNCTION _cleanup_batch(kind text, cutoff timestamptz, from_id bigint, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     deleted bigint;
 BEGIN
+    IF kind = 'operational_events' THEN
+        DELETE FROM operational_events o
+        WHERE o.id >= from_id AND o.id < from_id + batch_size AND o.occurred_at < cutoff;
+        GET DIAGNOSTICS deleted = ROW_COUNT;
+        RETURN deleted;
+    END IF;
     EXECUTE format($q$
         WITH gone AS (
             DELETE FROM webhook_outbox.deliveries
@@ -45,30 +58,13 @@ BEGIN
         ), gone_attempts AS (
             DELETE FROM webhook_outbox.attempts WHERE delivery_id IN (SELECT id FROM gone)
         )
-        SELECT count(*) FROM gone$q$, _age_column(status))
-        INTO deleted USING status, cutoff, from_id, batch_size;
+        SELECT count(*) FROM gone$q$, _age_column(kind))
+        INTO deleted USING kind, cutoff, from_id, batch_size;
     RETURN deleted;
 END
 $$;
 COMMENT ON FUNCTION _cleanup_batch(text, timestamptz, bigint, integer) IS
 'Internal: one retention statement for cleanup() and cleanup_in_batches(); returns the rows deleted.';
-
--- Operational events: up to batch_size of those older than cutoff, oldest
--- first (the table is only appended to, so the oldest ids are the oldest
--- events). Callers repeat it until it deletes fewer.
-CREATE FUNCTION _cleanup_events(cutoff timestamptz, batch_size integer) RETURNS bigint
-LANGUAGE sql VOLATILE STRICT SECURITY DEFINER
-SET search_path = pg_catalog, webhook_outbox, pg_temp
-AS $$
-    WITH gone AS (
-        DELETE FROM operational_events
-        WHERE id IN (SELECT o.id FROM operational_events o WHERE o.occurred_at < cutoff ORDER BY o.id LIMIT batch_size)
-        RETURNING 1
-    )
-    SELECT count(*) FROM gone
-$$;
-COMMENT ON FUNCTION _cleanup_events(timestamptz, integer) IS
-'Internal: one retention statement over operational_events for cleanup() and cleanup_in_batches(); returns the rows deleted.';
 
 CREATE FUNCTION cleanup(
     sent_older_than interval DEFAULT '14 days',
@@ -82,7 +78,6 @@ SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     batch_size constant integer := 10000;
-    batch bigint;
     cutoff timestamptz;
     from_id bigint;
     last_id bigint;
@@ -91,11 +86,15 @@ BEGIN
         RAISE EXCEPTION 'cleanup needs an age for each status and for the operational events'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Use a very long interval to keep a status, e.g. ''100 years''.';
     END IF;
+    -- status: the kind of row (see _cleanup_range).
     FOR status, cutoff IN VALUES ('sent', now() - sent_older_than),
                                  ('shadow', now() - shadow_older_than),
-                                 ('dead', now() - dead_older_than)
+                                 ('dead', now() - dead_older_than),
+                                 ('operational_events', now() - events_older_than)
     LOOP
-        IF dry_run THEN
+        IF dry_run AND status = 'operational_events' THEN
+            SELECT count(*) INTO deleted FROM operational_events o WHERE o.occurred_at < cutoff;
+        ELSIF dry_run THEN
             EXECUTE format('SELECT count(*) FROM webhook_outbox.deliveries WHERE status = $1 AND %I < $2', _age_column(status))
                 INTO deleted USING status, cutoff;
         ELSE
@@ -111,19 +110,6 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    status := 'operational_events';
-    cutoff := now() - events_older_than;
-    IF dry_run THEN
-        SELECT count(*) INTO deleted FROM operational_events o WHERE o.occurred_at < cutoff;
-    ELSE
-        deleted := 0;
-        LOOP
-            batch := _cleanup_events(cutoff, batch_size);
-            deleted := deleted + batch;
-            EXIT WHEN batch < batch_size;
-        END LOOP;
-    END IF;
-    RETURN NEXT;
 END
 $$;
 COMMENT ON FUNCTION cleanup(interval, interval, interval, boolean, interval) IS
@@ -147,13 +133,14 @@ CREATE PROCEDURE cleanup_in_batches(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    statuses constant pg_catalog.text[] := ARRAY['sent', 'shadow', 'dead'];
+    kinds constant pg_catalog.text[] := ARRAY['sent', 'shadow', 'dead', 'operational_events'];
+    labels constant pg_catalog.text[] := ARRAY['sent deliveries', 'shadow deliveries', 'dead deliveries',
+                                               'operational events'];
     -- Fixed at the start: now() moves on with every COMMIT.
     cutoffs constant pg_catalog.timestamptz[] := ARRAY[pg_catalog.now() OPERATOR(pg_catalog.-) sent_older_than,
                                             pg_catalog.now() OPERATOR(pg_catalog.-) shadow_older_than,
-                                            pg_catalog.now() OPERATOR(pg_catalog.-) dead_older_than];
-    events_cutoff constant pg_catalog.timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) events_older_than;
-    deleted bigint;
+                                            pg_catalog.now() OPERATOR(pg_catalog.-) dead_older_than,
+                                            pg_catalog.now() OPERATOR(pg_catalog.-) events_older_than];
     from_id bigint;
     last_id bigint;
     total bigint;
@@ -166,33 +153,25 @@ BEGIN
         RAISE EXCEPTION 'batch_size must be at least 1, got %', coalesce(batch_size::pg_catalog.text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR i IN 1 .. 3 LOOP
+    FOR i IN 1 .. 4 LOOP
         total := 0;
-        SELECT r.first_id, r.last_id INTO from_id, last_id FROM webhook_outbox._cleanup_range(statuses[i], cutoffs[i]) r;
+        SELECT r.first_id, r.last_id INTO from_id, last_id FROM webhook_outbox._cleanup_range(kinds[i], cutoffs[i]) r;
         WHILE from_id OPERATOR(pg_catalog.<=) last_id LOOP
             total := total OPERATOR(pg_catalog.+)
-                     webhook_outbox._cleanup_batch(statuses[i], cutoffs[i], from_id, batch_size);
+                     webhook_outbox._cleanup_batch(kinds[i], cutoffs[i], from_id, batch_size);
             from_id := from_id OPERATOR(pg_catalog.+) batch_size::bigint;
             -- Each batch is its own transaction: no long-running snapshot holds
             -- back vacuum of the live queue, and autovacuum can already reclaim
             -- the rows deleted so far.
             COMMIT;
         END LOOP;
-        RAISE NOTICE 'cleanup_in_batches: % % deliveries deleted', total, statuses[i];
+        RAISE NOTICE 'cleanup_in_batches: % % deleted', total, labels[i];
     END LOOP;
-    total := 0;
-    LOOP
-        deleted := webhook_outbox._cleanup_events(events_cutoff, batch_size);
-        total := total OPERATOR(pg_catalog.+) deleted;
-        COMMIT;
-        EXIT WHEN deleted OPERATOR(pg_catalog.<) batch_size::bigint;
-    END LOOP;
-    RAISE NOTICE 'cleanup_in_batches: % operational events deleted', total;
 END
 $$;
 COMMENT ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer, interval) IS
 'Retention for large tables: like cleanup(), but commits after each statement (at most batch_size rows), so millions of '
 'deletions neither hold one long transaction nor stall the worker. Reports the counts by NOTICE. Run it with CALL outside a '
-'transaction block; the caller needs EXECUTE on it, _cleanup_range(), _cleanup_batch() and _cleanup_events().';
+'transaction block; the caller needs EXECUTE on it, _cleanup_range() and _cleanup_batch().';
 -- privileges.sql revokes ALL FUNCTIONS, which leaves procedures out.
 REVOKE ALL ON PROCEDURE cleanup_in_batches(interval, interval, interval, integer, interval) FROM PUBLIC;

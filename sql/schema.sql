@@ -185,8 +185,10 @@ BEGIN
     IF value IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', param USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- Blank: no character but white space (tabs and newlines too).
-    IF value !~ '\S' THEN
+    -- Blank: no character but white space (tabs and newlines too). A
+    -- bracket expression: a backslash would depend on
+    -- standard_conforming_strings.
+    IF value !~ '[^[:space:]]' THEN
         RAISE EXCEPTION '% must not be empty', param USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END

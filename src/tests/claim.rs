@@ -513,3 +513,20 @@ fn claim_gives_fresh_rows_their_turn_beside_a_retry_storm() {
         "{batch:?}"
     );
 }
+
+/// A share of one row is the oldest row, fresh or retried: a steady stream
+/// of new events never keeps an older retry waiting.
+#[pg_test(schema = "tests")]
+fn claim_of_one_takes_the_oldest_row_of_either_kind() {
+    let e = endpoint("");
+    let retry = enqueue(e);
+    update(
+        "deliveries",
+        retry,
+        "status = 'retry', attempt_count = 1, next_attempt_at = now() - interval '1 minute'",
+    );
+    let fresh: Vec<i64> = (0..3).map(|_| enqueue(e)).collect();
+    assert_eq!(claim(1), vec![retry]);
+    let next = claim(1);
+    assert!(next.len() == 1 && fresh.contains(&next[0]), "{next:?}");
+}

@@ -198,8 +198,11 @@ impl FailureClass {
         };
         let Some(class) = Self::ALL.into_iter().find(|c| c.as_str() == name) else {
             let known: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+            // Echoed back, but never more of it than a class name could be.
+            let shown: String = name.chars().take(40).collect();
+            let cut = if shown.len() < name.len() { "..." } else { "" };
             return Err(format!(
-                "unknown failure_class \"{name}\": use one of {}",
+                "unknown failure_class \"{shown}{cut}\": use one of {}",
                 known.join(", ")
             ));
         };
@@ -619,6 +622,9 @@ pub(super) mod tests {
             unknown.starts_with("unknown failure_class \"Timeout\": use one of timeout, dns,"),
             "{unknown}"
         );
+        let long = FailureClass::of_reported(None, Some(&"x".repeat(100_000))).unwrap_err();
+        let shown = format!("unknown failure_class \"{}...\": use", "x".repeat(40));
+        assert!(long.starts_with(&shown), "{long}");
         assert_eq!(
             FailureClass::of_reported(Some(200), Some("timeout")),
             Err("a 200 response is a success: it has no failure_class".to_owned())
