@@ -57,8 +57,8 @@ COMMENT ON FUNCTION _admits_from(text, timestamptz, timestamptz) IS
 -- and stops once it has counted max_rows rows or found max_rows such
 -- endpoints, or when it is back where it began. Thousands of endpoints with
 -- nothing waiting, and the million rows of a dead receiver, cost it nothing
--- (a dead receiver's endpoint costs one step); the random start spreads the claims over all the
--- endpoints when more than max_rows have rows due. Among the endpoints found,
+-- (a dead receiver's endpoint costs one step); the random start spreads the
+-- claims over all the endpoints when more than max_rows have rows due. Among the endpoints found,
 -- each gets an equal share of the batch (one row for a probe); what the
 -- shares leave goes to the other rows, in turns across the endpoints, oldest
 -- first. With few endpoints: the oldest rows of all of them, but none starved
@@ -176,14 +176,14 @@ BEGIN
     ), picked AS (
         -- By a look without locks: first the rows within each endpoint's
         -- share, then, to fill the batch, the rest, each endpoint's next in
-        -- turn, oldest first. Within an endpoint, fresh (pending) and retried
-        -- rows take turns, the older of the two first: a storm of retries
-        -- leaves room for new events, and new events leave room for the
-        -- retries (a share of one is the oldest row). Each endpoint's rows of each
-        -- kind are read up to max_rows when at most 8 share the batch, else
-        -- up to the eighth of it the walk counted (so this reads at most
-        -- 16 x max_rows rows). Not needed with one endpoint whose due rows
-        -- are of one kind: it takes up to max_rows of them.
+        -- turn, oldest first. Within an endpoint, fresh (pending) and
+        -- retried rows take turns, the older of the two first: a storm of
+        -- retries leaves room for new events, and new events leave room for
+        -- the retries (a share of one is the oldest row). Each endpoint's
+        -- rows of each kind are read up to max_rows when at most 8 share the
+        -- batch, else up to the eighth of it the walk counted (so this reads
+        -- at most 16 x max_rows rows). Not needed with one endpoint whose due
+        -- rows are of one kind: it takes up to max_rows of them.
         -- The rows are numbered only once read: numbered in the scan, rows
         -- due at the same moment (a bulk insert's) would all be read before
         -- the first was counted.
