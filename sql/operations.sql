@@ -46,22 +46,24 @@ SET search_path = pg_catalog, webhook_outbox, pg_temp
 AS $$
 DECLARE
     target bigint := nullif(_setting('operations_endpoint')::bigint, 0);
+    sending text := _setting('mode');
 BEGIN
     PERFORM pg_notify('webhook_outbox_events', (_operational_json(n) - 'data')::text)
     FROM published n WHERE NOT _restored(n.occurred_at) ORDER BY n.id;
+    IF target IS NULL OR sending = 'off' THEN
+        RETURN NULL;
+    END IF;
     -- The operations endpoint locked as enqueue() locks it, but never waited
     -- for: this runs inside the worker's settle, which must not stall on an
     -- operator's open transaction. Held (or deleted): no webhook this time;
     -- the event stays in the table and was NOTIFYed.
-    IF target IS NOT NULL AND _setting('mode') <> 'off' THEN
-        SELECT x.id INTO target FROM endpoints x
-        WHERE x.id = target AND x.deleted_at IS NULL
-        FOR KEY SHARE SKIP LOCKED;
-    END IF;
-    IF target IS NOT NULL AND _setting('mode') <> 'off' THEN
+    PERFORM FROM endpoints x
+    WHERE x.id = target AND x.deleted_at IS NULL
+    FOR KEY SHARE SKIP LOCKED;
+    IF FOUND THEN
         INSERT INTO deliveries (endpoint_id, event_id, event_type, payload, status, max_attempts)
         SELECT r.endpoint_id, 'op_' || n.id, n.event_type, _operational_json(n),
-               CASE _setting('mode') WHEN 'on' THEN 'pending' ELSE 'shadow' END, r.max_attempts
+               CASE sending WHEN 'on' THEN 'pending' ELSE 'shadow' END, r.max_attempts
         FROM published n
         CROSS JOIN LATERAL _routes(target, n.event_type, NULL) r
         WHERE n.endpoint_id <> target AND NOT _restored(n.occurred_at)

@@ -349,7 +349,8 @@ COMMENT ON TABLE attempts IS 'One row per HTTP attempt: when, how long, status o
 COMMENT ON COLUMN attempts.failure_class IS
 'Why it failed; NULL for a success: timeout, dns, connect (refused, unreachable, connect_timeout), tls, policy (refused by the '
 'SSRF guard or allow_http), invalid_request, connection (broken before a complete response), invalid_response, http_status, '
-'redirect (never followed), response_body. An external worker''s report: http_status, redirect or connection.';
+'redirect (never followed), response_body. An external worker''s report: the class it names (record_attempt(failure_class => ...)), '
+'else http_status, redirect or connection.';
 COMMENT ON COLUMN attempts.remote_addr IS 'The address the request was sent to (after DNS and the SSRF check); NULL when no connection was made or an external worker reported it.';
 
 CREATE TABLE health_metrics (

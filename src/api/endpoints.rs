@@ -30,12 +30,7 @@ fn create_endpoint(
     let event_types = check_event_types(event_types)?;
     let secret = match (secret, signing) {
         (Some(s), signing) => {
-            let key = check_secret(s)?;
-            let scheme = if key.public_key().is_some() {
-                "v1a"
-            } else {
-                "v1"
-            };
+            let scheme = check_secret(s)?.scheme();
             if signing.is_some_and(|wanted| wanted != scheme) {
                 return Err(invalid(
                     format!("the secret given signs {scheme}, not {}", signing.unwrap_or_default()),
@@ -245,14 +240,9 @@ fn rotate_secret(
     )
     .map_err(spi_error)?
     .unwrap_or_default();
-    let new_secret = match new_secret {
-        Some(s) => {
-            check_secret(s)?;
-            s.to_owned()
-        }
-        None if current.starts_with("whsk_") => delivery::generate_ed25519_secret(),
-        None => delivery::generate_secret(),
-    };
+    let new_secret =
+        new_secret.map_or_else(|| delivery::generate_secret_like(&current), str::to_owned);
+    let key = check_secret(&new_secret)?;
     if new_secret == current {
         return Err(invalid(
             "new_secret is the endpoint's current secret",
@@ -264,7 +254,6 @@ fn rotate_secret(
         &[id.into(), new_secret.as_str().into(), overlap.into()],
     )
     .map_err(spi_error)?;
-    let key = check_secret(&new_secret)?;
     Ok(key.public_key().unwrap_or(new_secret))
 }
 

@@ -180,6 +180,16 @@ impl FailureClass {
         FailureClass::ResponseBody,
     ];
 
+    /// The class of a response's status: none for a 2xx, `redirect` for a
+    /// 3xx (never followed), else `http_status`.
+    pub fn of_status(status: i32) -> Option<FailureClass> {
+        match status {
+            200..=299 => None,
+            300..=399 => Some(FailureClass::Redirect),
+            _ => Some(FailureClass::HttpStatus),
+        }
+    }
+
     /// The class of a result an external worker reports (record_attempt):
     /// the one it names, which only a failure has; else from its status, or
     /// `connection` for a failure without one.
@@ -187,12 +197,7 @@ impl FailureClass {
         status: Option<i32>,
         named: Option<&str>,
     ) -> Result<Option<FailureClass>, String> {
-        let derived = match status {
-            Some(200..=299) => None,
-            Some(300..=399) => Some(FailureClass::Redirect),
-            Some(_) => Some(FailureClass::HttpStatus),
-            None => Some(FailureClass::Connection),
-        };
+        let derived = status.map_or(Some(FailureClass::Connection), FailureClass::of_status);
         let Some(name) = named else {
             return Ok(derived);
         };
@@ -381,12 +386,11 @@ impl Client {
                 (None, Some(format!("reading response body: {message}")))
             }
         };
-        let failure = if redirect.is_some() {
-            Some(FailureClass::Redirect)
-        } else if body_error.is_some() {
-            Some(FailureClass::ResponseBody)
-        } else {
-            (!status.is_success()).then_some(FailureClass::HttpStatus)
+        // A redirect is one whatever its body; a body cut short fails even a 2xx.
+        let failure = match FailureClass::of_status(status.as_u16().into()) {
+            Some(FailureClass::Redirect) => Some(FailureClass::Redirect),
+            _ if body_error.is_some() => Some(FailureClass::ResponseBody),
+            class => class,
         };
         Ok(Outcome {
             status: Some(status.as_u16()),

@@ -28,6 +28,6 @@ pub use policy::{
     check_ip, classify, parse_cidrs, validate_url, Cidr, Refusal, Rule, TargetUrl, UrlError,
 };
 pub use signature::{
-    decode_secret, generate_ed25519_secret, generate_secret, sign, validate_secret, SecretError,
-    SigningKey,
+    decode_secret, generate_ed25519_secret, generate_secret, generate_secret_like, sign,
+    validate_secret, SecretError, SigningKey,
 };

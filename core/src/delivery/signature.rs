@@ -98,6 +98,16 @@ pub fn generate_ed25519_secret() -> String {
     format!("{ED25519_PREFIX}{}", STANDARD.encode(seed))
 }
 
+/// A fresh secret of the same kind as `secret` (by its prefix): what a
+/// rotation that is given no new secret signs with.
+pub fn generate_secret_like(secret: &str) -> String {
+    if secret.starts_with(ED25519_PREFIX) {
+        generate_ed25519_secret()
+    } else {
+        generate_secret()
+    }
+}
+
 /// A decoded signing secret, cheap to clone. Its `Debug` never shows the key.
 #[derive(Clone)]
 pub enum SigningKey {
@@ -117,6 +127,15 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// The signature scheme, as `webhook-signature` names it: `v1` (HMAC)
+    /// or `v1a` (ed25519).
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            SigningKey::Hmac(_) => "v1",
+            SigningKey::Ed25519(_) => "v1a",
+        }
+    }
+
     /// This key's signature of one attempt: `v1,…` or `v1a,…`.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
         // An i64 has at most 20 characters; format it without allocating.
@@ -125,24 +144,20 @@ impl SigningKey {
         let _ = write!(cursor, "{timestamp}"); // cannot overflow 20 bytes
         let len = 20 - cursor.len();
         let ts = &digits[..len];
-        match self {
+        let parts = [msg_id.as_bytes(), b".", ts, b".", body];
+        let signature = match self {
             SigningKey::Hmac(key) => {
                 // HMAC accepts keys of any length; new_from_slice cannot fail for it.
                 let mut mac =
                     <Hmac<Sha256>>::new_from_slice(key).expect("HMAC takes any key length");
-                for part in [msg_id.as_bytes(), b".", ts, b".", body] {
+                for part in parts {
                     mac.update(part);
                 }
-                format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+                STANDARD.encode(mac.finalize().into_bytes())
             }
-            SigningKey::Ed25519(pair) => {
-                let mut message = Vec::with_capacity(msg_id.len() + ts.len() + body.len() + 2);
-                for part in [msg_id.as_bytes(), b".", ts, b".", body] {
-                    message.extend_from_slice(part);
-                }
-                format!("v1a,{}", STANDARD.encode(pair.sign(&message)))
-            }
-        }
+            SigningKey::Ed25519(pair) => STANDARD.encode(pair.sign(&parts.concat())),
+        };
+        format!("{},{signature}", self.scheme())
     }
 
     /// `whpk_` + base64 of the public key, for an ed25519 key; `None` for
@@ -258,6 +273,14 @@ pub(crate) mod tests {
             decode_secret(&generated).unwrap().public_key().is_some(),
             "{generated}"
         );
+        // A rotation without a new secret keeps the kind of key.
+        let like = |secret: &str| {
+            decode_secret(&generate_secret_like(secret))
+                .unwrap()
+                .scheme()
+        };
+        assert_eq!((key.scheme(), like(&secret)), ("v1a", "v1a"));
+        assert_eq!(like(&generate_secret()), "v1");
         assert_ne!(generated, generate_ed25519_secret());
         assert_eq!(
             decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
